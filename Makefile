@@ -1,0 +1,36 @@
+# Roost: make build | test | demo | bench | fuzz
+GO      ?= go
+BIN     := bin
+FUZZTIME ?= 30s
+
+.PHONY: all build test vet demo bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	$(GO) vet ./...
+
+# Every test: unit, conformance, fuzz seeds, real slapd/Postfix/clients.
+test: build vet
+	$(GO) test -race -count=1 -timeout 25m ./...
+
+demo: build
+	./deploy/demo/run
+
+bench: build
+	./bench/run
+
+# Run each fuzz target for FUZZTIME.
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
+
+clean:
+	rm -rf $(BIN) var
