@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
 )
 
 // Size is a byte count written with Dovecot's units: K, M, G, T are powers
@@ -307,10 +309,37 @@ func Load(path string) (*Config, error) {
 	if err := v.UnmarshalExact(&c, viper.DecodeHook(hook)); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
+	if path != "" {
+		// viper lower-cases every map key; folder names are case-sensitive.
+		if err := keepFolderCase(path, &c); err != nil {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	return &c, nil
+}
+
+// keepFolderCase re-reads mail.special_use from the file itself, because
+// viper folds map keys to lower case ("Sent" would become folder "sent").
+func keepFolderCase(path string, c *Config) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var raw struct {
+		Mail struct {
+			SpecialUse map[string]string `yaml:"special_use"`
+		} `yaml:"mail"`
+	}
+	if err := yaml.Unmarshal(data, &raw); err != nil {
+		return err
+	}
+	if raw.Mail.SpecialUse != nil {
+		c.Mail.SpecialUse = raw.Mail.SpecialUse
+	}
+	return nil
 }
 
 func sizeHook(from, to reflect.Type, data any) (any, error) {
