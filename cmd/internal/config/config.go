@@ -183,6 +183,9 @@ type LMTP struct {
 	DetailFolders bool `mapstructure:"detail_folders"`
 	// Hostname is announced in the greeting.
 	Hostname string `mapstructure:"hostname"`
+	// LocalDomains are looked up by local part only: Postfix's
+	// mailbox_transport sends local users as user@$myhostname.
+	LocalDomains []string `mapstructure:"local_domains"`
 }
 
 // TLS is the certificate every daemon serves; it is re-read on SIGHUP.
@@ -269,6 +272,7 @@ func defaults() map[string]any {
 		"lmtp.recipient_delimiter":        "+",
 		"lmtp.detail_folders":             true,
 		"lmtp.hostname":                   "",
+		"lmtp.local_domains":              []string{},
 		"tls.cert_file":                   "",
 		"tls.key_file":                    "",
 		"security.allow_plaintext_auth":   false,
