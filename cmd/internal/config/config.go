@@ -204,6 +204,10 @@ type Security struct {
 	// MaxIPConnections limits connections from one address (0 = off).
 	MaxIPConnections int           `mapstructure:"max_ip_connections"`
 	AuthPenaltyMax   time.Duration `mapstructure:"auth_penalty_max"`
+	// AllowRoot lets imapd, pop3d and lmtpd serve as root with the virtual
+	// layout (containers, test harnesses); otherwise they refuse, because
+	// files they create would belong to root instead of the mail user.
+	AllowRoot bool `mapstructure:"allow_root"`
 }
 
 // Log configures log/slog output.
@@ -281,6 +285,7 @@ func defaults() map[string]any {
 		"security.max_connections":        5000,
 		"security.max_ip_connections":     0,
 		"security.auth_penalty_max":       "15s",
+		"security.allow_root":             false,
 		"log.level":                       "info",
 		"log.format":                      "text",
 		"metrics.listen":                  map[string]string{},
