@@ -1,0 +1,142 @@
+package pop3d
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/roost-mail/roost/backend"
+)
+
+// maildrop is the session's view of INBOX: the snapshot taken at login, the
+// messages marked deleted, and those sent in full by RETR. Message n is
+// msgs[n-1] for the whole session.
+type maildrop struct {
+	user     backend.User
+	mbox     backend.Mailbox
+	release  func() error
+	uidv     uint32
+	msgs     []backend.Message // immutable (from the snapshot)
+	deleted  []bool
+	sent     []bool // RETR completed: to be marked \Seen
+	markSeen bool
+	count    int   // messages not deleted
+	size     int64 // their total size
+}
+
+func newMaildrop(u backend.User, mbox backend.Mailbox, release func() error, snap *backend.Snapshot, markSeen bool) *maildrop {
+	d := &maildrop{
+		user: u, mbox: mbox, release: release, uidv: snap.UIDValidity,
+		msgs:    snap.Messages,
+		deleted: make([]bool, len(snap.Messages)),
+		sent:    make([]bool, len(snap.Messages)),
+		count:   len(snap.Messages), markSeen: markSeen,
+	}
+	for i := range d.msgs {
+		d.size += d.msgs[i].Size
+	}
+	return d
+}
+
+// errNoMessage is the reply text for a bad or deleted message number.
+var errNoMessage = errors.New("no such message")
+
+// message returns the index of message number arg, which must exist and not
+// be deleted (RFC 1939 section 5).
+func (d *maildrop) message(arg string) (int, error) {
+	n, ok := parseNumber(arg)
+	if !ok {
+		return 0, fmt.Errorf("invalid message number %q", visible(arg))
+	}
+	if n == 0 || n > uint64(len(d.msgs)) {
+		return 0, fmt.Errorf("%w, only %d messages in maildrop", errNoMessage, len(d.msgs))
+	}
+	i := int(n - 1)
+	if d.deleted[i] {
+		return 0, fmt.Errorf("message %d already deleted", n)
+	}
+	return i, nil
+}
+
+func (d *maildrop) dele(i int) {
+	d.deleted[i] = true
+	d.count--
+	d.size -= d.msgs[i].Size
+}
+
+func (d *maildrop) reset() {
+	for i := range d.deleted {
+		d.deleted[i] = false
+	}
+	d.count = len(d.msgs)
+	d.size = 0
+	for i := range d.msgs {
+		d.size += d.msgs[i].Size
+	}
+}
+
+// updateResult counts what UPDATE removed.
+type updateResult struct {
+	expunged int // messages removed, deleted and expired together
+	expired  int // of which removed by EXPIRE, not DELE
+}
+
+// update is the UPDATE state (RFC 1939 section 6): it expunges the messages
+// marked deleted and, with EXPIRE, the expired ones: those retrieved (\Seen
+// at login, or sent in full by RETR in this session) whose internal date is
+// expireDays*24h or more before now.
+func (d *maildrop) update(ctx context.Context, expireDays int, now time.Time) (updateResult, error) {
+	var uids []backend.UID
+	var res updateResult
+	cutoff := now.Add(-time.Duration(expireDays) * 24 * time.Hour)
+	for i := range d.msgs {
+		m := &d.msgs[i]
+		switch {
+		case d.deleted[i]:
+			uids = append(uids, m.UID)
+		case expireDays > 0 && (m.Flags&backend.FlagSeen != 0 || d.sent[i]) && !m.InternalDate.After(cutoff):
+			uids = append(uids, m.UID)
+			res.expired++
+		}
+	}
+	if len(uids) == 0 {
+		return res, nil
+	}
+	removed, err := d.mbox.Expunge(ctx, uids)
+	res.expunged = len(removed)
+	if err != nil {
+		return res, fmt.Errorf("expunge %d messages: %w", len(uids), err)
+	}
+	// Messages another session already expunged are gone too: fine.
+	return res, nil
+}
+
+// close stores \Seen for messages sent in full (those deleted or expunged
+// are skipped by the store), then releases the mailbox and the lock.
+func (d *maildrop) close(ctx context.Context) error {
+	var errs []error
+	if d.markSeen {
+		var uids []backend.UID
+		for i := range d.msgs {
+			if d.sent[i] && !d.deleted[i] && d.msgs[i].Flags&backend.FlagSeen == 0 {
+				uids = append(uids, d.msgs[i].UID)
+			}
+		}
+		if len(uids) > 0 {
+			if _, err := d.mbox.SetFlags(ctx, uids, backend.FlagsAdd, backend.FlagSeen, nil); err != nil {
+				errs = append(errs, fmt.Errorf("mark %d messages \\Seen: %w", len(uids), err))
+			}
+		}
+	}
+	if err := d.mbox.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := d.release(); err != nil {
+		errs = append(errs, fmt.Errorf("release pop3 lock: %w", err))
+	}
+	if err := d.user.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

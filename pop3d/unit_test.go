@@ -1,0 +1,221 @@
+package pop3d
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/textproto"
+	"strings"
+	"testing"
+	"testing/iotest"
+	"time"
+
+	"github.com/roost-mail/roost/backend"
+)
+
+func TestUIDLFormat(t *testing.T) {
+	m := &backend.Message{UID: 1, Key: "1795628282.M554387P26027.vm,S=294,W=308"}
+	const uidv = 1795628282 // 0x6b071cfa
+	for _, tc := range []struct{ format, want string }{
+		{"", "000000016b071cfa"},                                       // Dovecot's default, observed
+		{"%08Xu%08Xv", "000000016b071cfa"},                             // spelled out
+		{"%{uid | hex(8)}%{uidvalidity | hex(8)}", "000000016b071cfa"}, // Dovecot 2.4
+		{"%v.%u", "1795628282.1"},                                      // Cyrus default
+		{"UID%u-%v", "UID1-1795628282"},                                // Courier 5
+		{"%v-%u", "1795628282-1"},                                      // old Courier
+		{"%u", "1"},
+		{"%f", "1795628282.M554387P26027.vm,S=294,W=308"},
+		{"%g", "1795628282.M554387P26027.vm,S=294,W=308"},
+		{"%{filename}", "1795628282.M554387P26027.vm,S=294,W=308"},
+		{"%4f", "1795"},
+		{"%2.3f", "956"},
+		{"%-3.3f", "308"},
+		{"%UXv", "6B071CFA"},
+		{"%Xu", "1"},
+		{"%04u%%", "0001%"},
+	} {
+		uf, err := parseUIDLFormat(cmpOr(tc.format, DefaultUIDLFormat))
+		if err != nil {
+			t.Errorf("%q: %v", tc.format, err)
+			continue
+		}
+		if got := string(uf.append(nil, m, uidv)); got != tc.want {
+			t.Errorf("%q: got %q, want %q", tc.format, got, tc.want)
+		}
+	}
+	// A migrated UIDL wins over the format.
+	uf, _ := parseUIDLFormat(DefaultUIDLFormat)
+	mig := *m
+	mig.UIDL = "UID7-1234567890"
+	if got := string(uf.append(nil, &mig, uidv)); got != "UID7-1234567890" {
+		t.Errorf("migrated UIDL: got %q", got)
+	}
+	// Full 32-bit values.
+	big := &backend.Message{UID: 0xfedcba98}
+	if got := string(uf.append(nil, big, 0xffffffff)); got != "fedcba98ffffffff" {
+		t.Errorf("wide UID: got %q", got)
+	}
+	for _, bad := range []string{"%m", "%x", "abc", "%", "%08", "%{nope}", "%{uid | md5}", "a b%u", "%-3u", "%{uid"} {
+		if _, err := parseUIDLFormat(bad); err == nil {
+			t.Errorf("%q: accepted", bad)
+		}
+	}
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func TestParseCommand(t *testing.T) {
+	for _, tc := range []struct{ line, name, args string }{
+		{"stat", "STAT", ""},
+		{"LIST 1", "LIST", "1"},
+		{"PASS my secret pw", "PASS", "my secret pw"},
+		{"top 1 10", "TOP", "1 10"},
+		{"CAPA ", "CAPA", ""},
+	} {
+		name, args, err := parseCommand(tc.line)
+		if err != nil || name != tc.name || args != tc.args {
+			t.Errorf("%q: got %q %q %v", tc.line, name, args, err)
+		}
+	}
+	for _, bad := range []string{"", " STAT", "STATS", "GET/ HTTP/1.1", "ST\x00T", "ÄBC"} {
+		if _, _, err := parseCommand(bad); err == nil {
+			t.Errorf("%q: accepted", bad)
+		}
+	}
+}
+
+// dotDecode undoes dot-stuffing with net/textproto, the reference reader.
+func dotDecode(t testing.TB, b []byte) []byte {
+	t.Helper()
+	r := textproto.NewReader(bufio.NewReader(bytes.NewReader(b)))
+	out, err := io.ReadAll(r.DotReader())
+	if err != nil {
+		t.Fatalf("DotReader: %v on %q", err, b)
+	}
+	return out
+}
+
+func TestCopyDotStuffed(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"a\r\nb\r\n", "a\r\nb\r\n.\r\n"},
+		{".a\r\n..b\r\n.\r\nc.\r\n", "..a\r\n...b\r\n..\r\nc.\r\n.\r\n"},
+		{"no final line end", "no final line end\r\n.\r\n"},
+		{"", ".\r\n"},
+	} {
+		for _, r := range []func(io.Reader) io.Reader{
+			func(r io.Reader) io.Reader { return r },
+			iotest.OneByteReader, iotest.HalfReader, iotest.DataErrReader,
+		} {
+			var out bytes.Buffer
+			w := bufio.NewWriter(&out)
+			n, err := copyDotStuffed(w, r(strings.NewReader(tc.in)))
+			w.Flush()
+			if err != nil || n != int64(len(tc.in)) || out.String() != tc.want {
+				t.Errorf("%q: got %q n=%d err=%v, want %q", tc.in, out.String(), n, err, tc.want)
+			}
+		}
+	}
+}
+
+func TestCopyTop(t *testing.T) {
+	msg := "Subject: x\r\nFrom: a\r\n\r\nl1\r\n.l2\r\nl3\r\n"
+	for _, tc := range []struct {
+		lines int64
+		want  string
+	}{
+		{0, "Subject: x\r\nFrom: a\r\n\r\n.\r\n"},
+		{2, "Subject: x\r\nFrom: a\r\n\r\nl1\r\n..l2\r\n.\r\n"},
+		{99, "Subject: x\r\nFrom: a\r\n\r\nl1\r\n..l2\r\nl3\r\n.\r\n"},
+	} {
+		var out bytes.Buffer
+		w := bufio.NewWriter(&out)
+		if _, err := copyTop(w, iotest.HalfReader(strings.NewReader(msg)), tc.lines); err != nil {
+			t.Fatal(err)
+		}
+		w.Flush()
+		if out.String() != tc.want {
+			t.Errorf("TOP %d: got %q, want %q", tc.lines, out.String(), tc.want)
+		}
+	}
+	// Headers only, no blank line, no final CRLF.
+	var out bytes.Buffer
+	w := bufio.NewWriter(&out)
+	copyTop(w, strings.NewReader("Subject: x\r\n.X: y"), 0)
+	w.Flush()
+	if want := "Subject: x\r\n..X: y\r\n.\r\n"; out.String() != want {
+		t.Errorf("headers only: got %q, want %q", out.String(), want)
+	}
+	// A header line longer than the reader's buffer stays one line.
+	long := "X: " + strings.Repeat("y", 20000) + "\r\n\r\n.body\r\n"
+	out.Reset()
+	copyTop(w, strings.NewReader(long), 1)
+	w.Flush()
+	if want := strings.Replace(long, "\n.body", "\n..body", 1) + ".\r\n"; out.String() != want {
+		t.Errorf("long header: got %d octets, want %d", out.Len(), len(want))
+	}
+}
+
+func TestSASL(t *testing.T) {
+	p := newSASLServer("PLAIN")
+	if c, done, err := p.next(nil); err != nil || done || len(c) != 0 {
+		t.Fatalf("PLAIN without initial response: %q %v %v", c, done, err)
+	}
+	if _, done, err := p.next([]byte("\x00alice\x00pw with space")); err != nil || !done {
+		t.Fatalf("PLAIN: %v %v", done, err)
+	}
+	if u, pw := p.credentials(); u != "alice" || pw != "pw with space" {
+		t.Errorf("PLAIN credentials %q %q", u, pw)
+	}
+	for _, bad := range []string{"alice\x00pw", "\x00\x00pw", "\x00alice\x00", "bob\x00alice\x00pw", "\x00a\x00b\x00c", "\x00\xff\x00pw"} {
+		if _, _, err := newSASLServer("PLAIN").next([]byte(bad)); err == nil {
+			t.Errorf("PLAIN %q accepted", bad)
+		}
+	}
+	l := newSASLServer("LOGIN")
+	steps := []struct {
+		resp []byte
+		want string
+	}{{nil, "Username:"}, {[]byte("bob"), "Password:"}}
+	for _, st := range steps {
+		c, done, err := l.next(st.resp)
+		if err != nil || done || string(c) != st.want {
+			t.Fatalf("LOGIN step: %q %v %v", c, done, err)
+		}
+	}
+	if _, done, err := l.next([]byte("secret")); !done || err != nil {
+		t.Fatalf("LOGIN end: %v %v", done, err)
+	}
+	if u, pw := l.credentials(); u != "bob" || pw != "secret" {
+		t.Errorf("LOGIN credentials %q %q", u, pw)
+	}
+	// Initial response = user name.
+	l = newSASLServer("LOGIN")
+	if c, _, err := l.next([]byte("bob")); err != nil || string(c) != "Password:" {
+		t.Errorf("LOGIN initial response: %q %v", c, err)
+	}
+	if newSASLServer("CRAM-MD5") != nil {
+		t.Error("unknown mechanism accepted")
+	}
+	if _, err := decodeResponse("*"); err != errSASLCancelled {
+		t.Errorf("* = %v", err)
+	}
+	if b, err := decodeResponse("="); err != nil || len(b) != 0 || b == nil {
+		t.Errorf("= gives %q %v", b, err)
+	}
+	if _, err := decodeResponse("!!"); err == nil {
+		t.Error("bad base64 accepted")
+	}
+}
+
+func TestLoginDelaySeconds(t *testing.T) {
+	for d, want := range map[time.Duration]int{time.Second: 1, 1500 * time.Millisecond: 2, 5 * time.Minute: 300, time.Nanosecond: 1} {
+		if got := loginDelaySeconds(d); got != want {
+			t.Errorf("%v: %d, want %d", d, got, want)
+		}
+	}
+}
