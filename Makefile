@@ -1,9 +1,9 @@
-# Roost: make build | test | demo | bench | fuzz
+# Roost: make build | test | demo | deb | bench | fuzz
 GO      ?= go
 BIN     := bin
 FUZZTIME ?= 30s
 
-.PHONY: all build test vet demo bench fuzz clean
+.PHONY: all build test vet demo deb bench fuzz clean
 
 all: build
 
@@ -21,6 +21,10 @@ test: build vet
 demo: build
 	./deploy/demo/run
 
+# Debian package roost_<version>_<arch>.deb (deploy/deb/build).
+deb: build
+	./deploy/deb/build
+
 bench: build
 	./bench/run
 
@@ -33,4 +37,4 @@ fuzz:
 	done
 
 clean:
-	rm -rf $(BIN) var
+	rm -rf $(BIN) var roost_*.deb

@@ -130,10 +130,10 @@ func TestUnitsHardening(t *testing.T) {
 			t.Errorf("roost-%s.service does not start /usr/sbin/roost-%s --config /etc/roost/roost.yaml", d, d)
 		}
 		// The mail root is the only place the daemon may write, plus
-		// Postfix's socket directory for lmtpd.
+		// lmtpd's socket directory in Postfix's queue.
 		allowed := map[string]bool{"/var/vmail": true}
 		if d == "lmtpd" {
-			allowed["/var/spool/postfix/private"] = true
+			allowed["-/var/spool/postfix/roost"] = true
 		}
 		if len(rw) == 0 || rw[0] != "/var/vmail" {
 			t.Errorf("roost-%s.service: ReadWritePaths=%v, want /var/vmail first", d, rw)

@@ -1,0 +1,221 @@
+// Package deb tests the Debian package that `make deb` builds
+// (deploy/deb/build): it installs it with dpkg on this machine, checks the
+// files, the vmail user and the units, upgrades it keeping a changed
+// conffile, and purges it, checking that everything Roost created is gone
+// except mail. It needs root; in CI (CI=true) a missing dpkg-deb is a
+// failure, elsewhere a skip.
+package deb
+
+import (
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/roost-mail/roost/internal/testenv"
+)
+
+var installed = []string{
+	"/usr/sbin/roost-imapd",
+	"/usr/sbin/roost-pop3d",
+	"/usr/sbin/roost-lmtpd",
+	"/usr/bin/roostctl",
+	"/lib/systemd/system/roost-imapd.service",
+	"/lib/systemd/system/roost-pop3d.service",
+	"/lib/systemd/system/roost-lmtpd.service",
+	"/etc/roost/roost.yaml",
+	"/usr/share/doc/roost/copyright",
+	"/usr/share/doc/roost/examples/fail2ban/filter.d/roost.conf",
+}
+
+// run runs a command, retrying while another dpkg or apt holds the lock
+// (other work on this machine may be installing packages).
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		out, err := exec.Command(name, args...).CombinedOutput()
+		if err == nil {
+			return string(out)
+		}
+		if strings.Contains(string(out), "lock") && time.Now().Before(deadline) {
+			time.Sleep(time.Second)
+			continue
+		}
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+func build(t *testing.T, root, bin, out, version string) string {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(root, "deploy/deb/build"))
+	cmd.Env = append(os.Environ(), "BIN="+bin, "OUT="+out, "VERSION="+version)
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("deploy/deb/build: %v\n%s", err, b)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return lines[len(lines)-1]
+}
+
+func exists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
+}
+
+func installedVersion(t *testing.T) string {
+	out, err := exec.Command("dpkg-query", "-W", "-f", "${Status} ${Version}", "roost").Output()
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(out))
+	if len(f) != 4 || f[2] != "installed" {
+		return ""
+	}
+	return f[3]
+}
+
+func TestPackageInstallUpgradePurge(t *testing.T) {
+	testenv.Require(t, "dpkg-deb", "dpkg")
+	testenv.Require(t, "adduser", "adduser")
+	if os.Geteuid() != 0 {
+		t.Skip("installing a package needs root")
+	}
+	if v := installedVersion(t); v != "" {
+		t.Skipf("roost %s is installed on this machine; the test will not touch it", v)
+	}
+	const socketDir = "/var/spool/postfix/roost"
+	if exists("/var/vmail") || exists("/etc/roost") || exists(socketDir) {
+		t.Skip("/var/vmail, /etc/roost or " + socketDir + " exists; the test will not touch them")
+	}
+	_, err := user.LookupGroup("postfix")
+	postfix := err == nil && exists("/var/spool/postfix")
+	_, err = user.Lookup("vmail")
+	hadVmail := err == nil
+
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, out := t.TempDir(), t.TempDir()
+	gb := exec.Command("go", "build", "-o", bin+"/", "./cmd/imapd", "./cmd/pop3d", "./cmd/lmtpd", "./cmd/roostctl")
+	gb.Dir = root
+	if b, err := gb.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
+	v1 := build(t, root, bin, out, "0.0.1~test")
+	v2 := build(t, root, bin, out, "0.0.2~test")
+	t.Cleanup(func() {
+		if installedVersion(t) != "" {
+			exec.Command("dpkg", "--purge", "roost").Run()
+		}
+	})
+
+	// The package's own metadata.
+	info := run(t, "dpkg-deb", "--info", v1)
+	for _, want := range []string{"Package: roost", "Version: 0.0.1~test", "Depends: adduser", "conffiles"} {
+		if !strings.Contains(info, want) {
+			t.Errorf("dpkg-deb --info lacks %q:\n%s", want, info)
+		}
+	}
+
+	// Install.
+	run(t, "dpkg", "-i", v1)
+	if v := installedVersion(t); v != "0.0.1~test" {
+		t.Fatalf("installed version %q, want 0.0.1~test", v)
+	}
+	for _, p := range installed {
+		if !exists(p) {
+			t.Errorf("%s not installed", p)
+		}
+	}
+	u, err := user.Lookup("vmail")
+	if err != nil {
+		t.Fatalf("postinst did not create the vmail user: %v", err)
+	}
+	st, err := os.Stat("/var/vmail")
+	if err != nil {
+		t.Fatalf("postinst did not create /var/vmail: %v", err)
+	}
+	if sys := st.Sys().(*syscall.Stat_t); st.Mode().Perm() != 0o700 || u.Uid != strconv.FormatUint(uint64(sys.Uid), 10) {
+		t.Errorf("/var/vmail is %v owned by %d, want 0700 owned by vmail (%s)", st.Mode().Perm(), sys.Uid, u.Uid)
+	}
+	if st, err := os.Stat("/etc/roost/users"); err != nil || st.Mode().Perm() != 0o640 {
+		t.Errorf("/etc/roost/users: %v; want an empty 0640 file", err)
+	}
+	// lmtpd's socket directory, where Postfix can reach it.
+	if postfix {
+		st, err := os.Stat(socketDir)
+		if err != nil || st.Mode()&os.ModeSetgid == 0 || st.Mode().Perm() != 0o750 {
+			t.Errorf("%s: %v; want a setgid 0750 directory", socketDir, err)
+		} else if g, _ := user.LookupGroupId(strconv.FormatUint(uint64(st.Sys().(*syscall.Stat_t).Gid), 10)); g == nil || g.Name != "postfix" {
+			t.Errorf("%s does not belong to group postfix", socketDir)
+		}
+	}
+	// The installed config is valid for the installed roostctl, and the
+	// installed units pass systemd's checker with the real binaries.
+	run(t, "/usr/bin/roostctl", "--config", "/etc/roost/roost.yaml", "config", "check")
+	if _, err := exec.LookPath("systemd-analyze"); err == nil {
+		for _, d := range []string{"imapd", "pop3d", "lmtpd"} {
+			if out := run(t, "systemd-analyze", "verify", "/lib/systemd/system/roost-"+d+".service"); strings.TrimSpace(out) != "" {
+				t.Errorf("installed roost-%s.service: %s", d, out)
+			}
+		}
+	}
+
+	// Upgrade keeps an admin's change to the conffile.
+	f, err := os.OpenFile("/etc/roost/roost.yaml", os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("# changed by the admin\n")
+	f.Close()
+	run(t, "dpkg", "--force-confold", "-i", v2)
+	if v := installedVersion(t); v != "0.0.2~test" {
+		t.Fatalf("after upgrade the version is %q, want 0.0.2~test", v)
+	}
+	if b, _ := os.ReadFile("/etc/roost/roost.yaml"); !strings.Contains(string(b), "# changed by the admin") {
+		t.Error("upgrade overwrote the admin's /etc/roost/roost.yaml")
+	}
+
+	// Purge with mail present: Roost's files go, the mail and its owner stay.
+	mail := "/var/vmail/alice/Maildir/new/1.test"
+	if err := os.MkdirAll(filepath.Dir(mail), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(mail, []byte("Subject: keep me\n\nhello\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "dpkg", "--purge", "roost")
+	for _, p := range append(installed, "/etc/roost/users", "/etc/roost", socketDir) {
+		if exists(p) {
+			t.Errorf("%s left after purge", p)
+		}
+	}
+	if !exists(mail) {
+		t.Fatal("purge deleted mail in /var/vmail")
+	}
+	if _, err := user.Lookup("vmail"); err != nil {
+		t.Error("purge removed the vmail user although it still owns mail")
+	}
+
+	// Without mail, purge leaves nothing behind (not even the user it made).
+	if err := os.RemoveAll("/var/vmail/alice"); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "dpkg", "-i", v2)
+	run(t, "dpkg", "--purge", "roost")
+	for _, p := range []string{"/var/vmail", "/etc/roost", "/var/lib/roost"} {
+		if exists(p) {
+			t.Errorf("%s left after purge", p)
+		}
+	}
+	if _, err := user.Lookup("vmail"); (err == nil) != hadVmail {
+		t.Errorf("vmail user exists after purge: %v; it existed before the test: %v", err == nil, hadVmail)
+	}
+}
