@@ -149,12 +149,16 @@ func writeMailbox(root string, spec DataSpec, user, folder string, n int, large 
 			return err
 		}
 	}
+	g := newMsgGen(spec.Seed, user, folder)
 	if folder != "INBOX" {
-		if err := os.WriteFile(filepath.Join(dir, "maildirfolder"), nil, 0o644); err != nil {
+		marker := filepath.Join(dir, "maildirfolder")
+		if err := os.WriteFile(marker, nil, 0o644); err != nil {
+			return err
+		}
+		if err := os.Chtimes(marker, g.start, g.start); err != nil {
 			return err
 		}
 	}
-	g := newMsgGen(spec.Seed, user, folder)
 	if user == "big" {
 		g.needle, _ = spec.needle()
 	}

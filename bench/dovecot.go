@@ -59,8 +59,8 @@ type dovecot struct {
 	dir      string
 	users    string // passwd-file shared with Roost
 	maxConns int
-	ports    map[string]int
-	proc     *process
+	ports    map[string]int // set by Start, read by workloads after it
+	procs    procGroup
 	logPath  string
 }
 
@@ -82,12 +82,7 @@ func (d *dovecot) Addr(proto string) string {
 	return fmt.Sprintf("127.0.0.1:%d", d.ports[proto])
 }
 
-func (d *dovecot) PIDs() []int {
-	if d.proc == nil {
-		return nil
-	}
-	return descendants(d.proc.cmd.Process.Pid)
-}
+func (d *dovecot) PIDs() []int { return d.procs.pids() }
 
 // dovecotConf follows Dovecot's performance advice
 // (doc.dovecot.org "Login processes", "Authentication cache"): login
@@ -203,7 +198,7 @@ func (d *dovecot) Start(ctx context.Context, mailRoot string) error {
 	if err != nil {
 		return err
 	}
-	d.proc = proc
+	d.procs.add(proc)
 	if err := waitListening(ctx, proc, d.logPath, d.Addr("imap"), d.Addr("pop3"), d.Addr("lmtp")); err != nil {
 		d.Stop()
 		return fmt.Errorf("dovecot: %w\n%s", err, tail(filepath.Join(d.dir, "stderr.log"), 10))
@@ -211,7 +206,4 @@ func (d *dovecot) Start(ctx context.Context, mailRoot string) error {
 	return nil
 }
 
-func (d *dovecot) Stop() {
-	d.proc.stop()
-	d.proc = nil
-}
+func (d *dovecot) Stop() { d.procs.stop() }

@@ -51,9 +51,6 @@ func startProcess(logPath, name string, args ...string) (*process, error) {
 // stop sends SIGTERM to the process group, then SIGKILL after a grace
 // period, and waits for the leader.
 func (p *process) stop() {
-	if p == nil {
-		return
-	}
 	pgid := p.cmd.Process.Pid
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
 	select {
@@ -72,6 +69,41 @@ func (p *process) exited() bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// procGroup is the set of processes one server runs; the memory sampler
+// reads it while the harness restarts the server.
+type procGroup struct {
+	mu    sync.Mutex
+	procs []*process
+}
+
+func (g *procGroup) add(p *process) {
+	g.mu.Lock()
+	g.procs = append(g.procs, p)
+	g.mu.Unlock()
+}
+
+// pids lists every process of the group and their descendants.
+func (g *procGroup) pids() []int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var pids []int
+	for _, p := range g.procs {
+		pids = append(pids, descendants(p.cmd.Process.Pid)...)
+	}
+	return pids
+}
+
+// stop stops every process; the group can be reused.
+func (g *procGroup) stop() {
+	g.mu.Lock()
+	procs := g.procs
+	g.procs = nil
+	g.mu.Unlock()
+	for _, p := range procs {
+		p.stop()
 	}
 }
 

@@ -37,8 +37,8 @@ type roost struct {
 	dir      string
 	users    string
 	maxConns int
-	ports    map[string]int
-	procs    map[string]*process
+	ports    map[string]int // set by Start, read by workloads after it
+	procs    procGroup
 }
 
 func newRoost(binDir, dir, users string, maxConns int) *roost {
@@ -59,13 +59,7 @@ func (r *roost) Addr(proto string) string {
 	return fmt.Sprintf("127.0.0.1:%d", r.ports[proto])
 }
 
-func (r *roost) PIDs() []int {
-	var pids []int
-	for _, p := range r.procs {
-		pids = append(pids, descendants(p.cmd.Process.Pid)...)
-	}
-	return pids
-}
+func (r *roost) PIDs() []int { return r.procs.pids() }
 
 // roostConf matches the Dovecot instance: same passwd-file, 250M quota,
 // fsync on, an auth cache, plaintext logins on loopback, and connection
@@ -122,7 +116,6 @@ func (r *roost) Start(ctx context.Context, mailRoot string) error {
 	if err := os.WriteFile(conf, []byte(b.String()), 0o644); err != nil {
 		return err
 	}
-	r.procs = map[string]*process{}
 	var errs []error
 	for _, name := range RoostBinaries {
 		logPath := filepath.Join(r.dir, name+".log")
@@ -131,7 +124,7 @@ func (r *roost) Start(ctx context.Context, mailRoot string) error {
 			errs = append(errs, err)
 			continue
 		}
-		r.procs[name] = p
+		r.procs.add(p)
 		proto := strings.TrimSuffix(name, "d")
 		if err := waitListening(ctx, p, logPath, r.Addr(proto)); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", name, err))
@@ -144,11 +137,6 @@ func (r *roost) Start(ctx context.Context, mailRoot string) error {
 	return nil
 }
 
-func (r *roost) Stop() {
-	for _, p := range r.procs {
-		p.stop()
-	}
-	r.procs = nil
-}
+func (r *roost) Stop() { r.procs.stop() }
 
 func cores() int { return runtime.NumCPU() }
