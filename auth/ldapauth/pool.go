@@ -1,0 +1,181 @@
+package ldapauth
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+)
+
+// pool is a small set of LDAP connections (go-ldap has none). At most size
+// operations run at once; idle connections are kept for the next one, and
+// a connection that failed on the network is dropped and never reused.
+type pool struct {
+	a       *Authenticator
+	service bool // connections are bound as the service account
+	sem     chan struct{}
+	idle    chan *ldap.Conn
+}
+
+func newPool(a *Authenticator, size int, service bool) *pool {
+	return &pool{a: a, service: service, sem: make(chan struct{}, size), idle: make(chan *ldap.Conn, size)}
+}
+
+// do runs fn on a connection. A connection taken from the idle set may have
+// died while it waited (the server restarted); if fn then fails on the
+// network, do retries once on a newly dialled connection.
+func (p *pool) do(ctx context.Context, fn func(*ldap.Conn) error) error {
+	select {
+	case p.sem <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("%w: waiting for an LDAP connection: %w", errUnavailable, ctx.Err())
+	}
+	defer func() { <-p.sem }()
+	for attempt := 0; ; attempt++ {
+		c, reused, err := p.get(ctx)
+		if err != nil {
+			return err
+		}
+		c.SetTimeout(p.a.opTimeout(ctx))
+		err = fn(c)
+		if !isNetworkError(err) && !c.IsClosing() {
+			p.put(c)
+			return err
+		}
+		c.Close()
+		if !reused || attempt > 0 || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+func (p *pool) get(ctx context.Context) (c *ldap.Conn, reused bool, err error) {
+	for {
+		select {
+		case c := <-p.idle:
+			if !c.IsClosing() {
+				return c, true, nil
+			}
+			c.Close()
+			continue
+		default:
+		}
+		c, err := p.a.dial(ctx)
+		if err != nil {
+			return nil, false, err
+		}
+		if p.service && p.a.opts.BindDN != "" {
+			c.SetTimeout(p.a.opTimeout(ctx))
+			if err := c.Bind(p.a.opts.BindDN, p.a.opts.BindPassword); err != nil {
+				c.Close()
+				p.a.log.ErrorContext(ctx, "LDAP service account bind failed: check auth.ldap.bind_dn and bind_password_file", "bind_dn", p.a.opts.BindDN, "err", err)
+				return nil, false, fmt.Errorf("%w: LDAP service account bind as %s: %w", errUnavailable, p.a.opts.BindDN, err)
+			}
+		}
+		return c, false, nil
+	}
+}
+
+func (p *pool) put(c *ldap.Conn) {
+	select {
+	case p.idle <- c:
+	default:
+		c.Close()
+	}
+}
+
+func (p *pool) close() {
+	for {
+		select {
+		case c := <-p.idle:
+			c.Close()
+		default:
+			return
+		}
+	}
+}
+
+// isNetworkError reports errors after which a connection must not be used.
+func isNetworkError(err error) bool {
+	return err != nil && (ldap.IsErrorWithCode(err, ldap.ErrorNetwork) || errors.Is(err, net.ErrClosed))
+}
+
+// dial connects to the first URL that answers, starting with the one that
+// worked last, so a dead server costs one timeout per failover, not one per
+// connection. StartTLS is run when configured (never on ldaps://).
+func (a *Authenticator) dial(ctx context.Context) (*ldap.Conn, error) {
+	var errs []error
+	start := int(a.preferred.Load())
+	for i := range a.urls {
+		n := (start + i) % len(a.urls)
+		u := a.urls[n]
+		c, err := a.dialURL(ctx, u)
+		if err != nil {
+			a.log.WarnContext(ctx, "LDAP server unreachable", "url", u.String(), "err", err)
+			errs = append(errs, fmt.Errorf("%s: %w", u.Redacted(), err))
+			continue
+		}
+		a.preferred.Store(int32(n))
+		return c, nil
+	}
+	return nil, fmt.Errorf("%w: no LDAP server answered: %w", errUnavailable, errors.Join(errs...))
+}
+
+func (a *Authenticator) dialURL(ctx context.Context, u *url.URL) (*ldap.Conn, error) {
+	timeout := a.opTimeout(ctx)
+	tc := a.tls.Clone()
+	if tc.ServerName == "" {
+		tc.ServerName = u.Hostname()
+	}
+	d := &net.Dialer{Timeout: timeout}
+	if dl, ok := ctx.Deadline(); ok {
+		d.Deadline = dl
+	}
+	c, err := ldap.DialURL(u.String(), ldap.DialWithDialer(d), ldap.DialWithTLSConfig(tc))
+	if err != nil {
+		return nil, err
+	}
+	c.SetTimeout(timeout)
+	if a.opts.StartTLS && u.Scheme == "ldap" {
+		if err := c.StartTLS(tc); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("StartTLS: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// opTimeout is the timeout for one LDAP operation: Options.Timeout, or
+// less if ctx ends sooner.
+func (a *Authenticator) opTimeout(ctx context.Context) time.Duration {
+	t := a.opts.Timeout
+	if dl, ok := ctx.Deadline(); ok {
+		if left := time.Until(dl); left < t {
+			t = max(left, time.Millisecond)
+		}
+	}
+	return t
+}
+
+// newTLSConfig builds the client TLS configuration: opts.TLSConfig (or a
+// default with TLS 1.2 at least), trusting only CAFile's certificates when
+// one is given.
+func newTLSConfig(base *tls.Config, caPEM []byte) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if base != nil {
+		tc = base.Clone()
+	}
+	if caPEM != nil {
+		pool, err := certPool(caPEM)
+		if err != nil {
+			return nil, err
+		}
+		tc.RootCAs = pool
+	}
+	return tc, nil
+}
