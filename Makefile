@@ -25,8 +25,10 @@ demo: build
 deb: build
 	./deploy/deb/build
 
+# Roost vs Dovecot side by side, then Go micro-benchmarks vs the last run.
+# BENCHFLAGS passes options, e.g. make bench BENCHFLAGS="--smoke".
 bench: build
-	./bench/run
+	./bench/run $(BENCHFLAGS)
 
 # Run each fuzz target for FUZZTIME.
 fuzz:
