@@ -21,6 +21,7 @@ type maildrop struct {
 	deleted  []bool
 	sent     []bool // RETR completed: to be marked \Seen
 	markSeen bool
+	updated  bool // UPDATE expunged the deleted messages
 	count    int   // messages not deleted
 	size     int64 // their total size
 }
@@ -108,18 +109,19 @@ func (d *maildrop) update(ctx context.Context, expireDays int, now time.Time) (u
 	if err != nil {
 		return res, fmt.Errorf("expunge %d messages: %w", len(uids), err)
 	}
+	d.updated = true
 	// Messages another session already expunged are gone too: fine.
 	return res, nil
 }
 
-// close stores \Seen for messages sent in full (those deleted or expunged
-// are skipped by the store), then releases the mailbox and the lock.
+// close stores \Seen for messages sent in full (without UPDATE, deleted
+// ones too: they stay), then releases the mailbox and the lock.
 func (d *maildrop) close(ctx context.Context) error {
 	var errs []error
 	if d.markSeen {
 		var uids []backend.UID
 		for i := range d.msgs {
-			if d.sent[i] && !d.deleted[i] && d.msgs[i].Flags&backend.FlagSeen == 0 {
+			if d.sent[i] && !(d.updated && d.deleted[i]) && d.msgs[i].Flags&backend.FlagSeen == 0 {
 				uids = append(uids, d.msgs[i].UID)
 			}
 		}
