@@ -21,7 +21,7 @@ type maildrop struct {
 	deleted  []bool
 	sent     []bool // RETR completed: to be marked \Seen
 	markSeen bool
-	updated  bool // UPDATE expunged the deleted messages
+	updated  bool  // UPDATE expunged the deleted messages
 	count    int   // messages not deleted
 	size     int64 // their total size
 }
