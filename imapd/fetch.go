@@ -1,0 +1,437 @@
+package imapd
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"mime/quotedprintable"
+	"strconv"
+	"strings"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/roost-mail/roost/backend"
+)
+
+// Fetch implements FETCH and UID FETCH (RFC 3501 6.4.5, RFC 3516 BINARY).
+// Data kept in the snapshot (FLAGS, UID, INTERNALDATE, RFC822.SIZE) costs
+// no file access; ENVELOPE and BODYSTRUCTURE come from the cache or one
+// read of the message; body sections are byte ranges of the file, streamed.
+func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, opts *imap.FetchOptions) error {
+	if s.sel == nil {
+		return errNoSelected
+	}
+	idx, err := s.resolve(numSet)
+	if err != nil {
+		return err
+	}
+	sel := s.sel
+	cur, _ := sel.st.current()
+
+	// Reading a body section sets \Seen (RFC 3501 6.4.5), never in a
+	// read-only mailbox.
+	var seenNow map[backend.UID]backend.Message
+	if !sel.readOnly && setsSeen(opts) {
+		var uids []backend.UID
+		for _, k := range idx {
+			uid := sel.view.Messages[k].UID
+			if ci := cur.Find(uid); ci >= 0 && cur.Messages[ci].Flags&backend.FlagSeen == 0 {
+				uids = append(uids, uid)
+			}
+		}
+		if len(uids) > 0 {
+			msgs, err := sel.st.mbox.SetFlags(s.ctx, uids, backend.FlagsAdd, backend.FlagSeen, nil)
+			if err != nil {
+				return s.fail("set \\Seen", err)
+			}
+			seenNow = make(map[backend.UID]backend.Message, len(msgs))
+			for _, m := range msgs {
+				seenNow[m.UID] = m
+			}
+			defer sel.st.forceSync(s.ctx) //nolint:errcheck // the next poll reports a failure
+		}
+	}
+
+	gone := false
+	for _, k := range idx {
+		vm := &sel.view.Messages[k]
+		m, exists := vm, false
+		if ci := cur.Find(vm.UID); ci >= 0 {
+			m, exists = &cur.Messages[ci], true
+		}
+		nm, seen := seenNow[vm.UID]
+		if seen {
+			m = &nm
+		}
+		err := s.fetchOne(w, uint32(k+1), vm, m, opts, seen, exists)
+		if errors.Is(err, backend.ErrNoSuchMessage) || errors.Is(err, errNeedsContent) {
+			gone = true
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if gone {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: "EXPUNGEISSUED",
+			Text: "Some messages were expunged by another session and were not returned"}
+	}
+	return nil
+}
+
+// errNeedsContent: the content of an expunged message was asked for.
+var errNeedsContent = errors.New("message content needed")
+
+func setsSeen(opts *imap.FetchOptions) bool {
+	for _, bs := range opts.BodySection {
+		if !bs.Peek {
+			return true
+		}
+	}
+	for _, bs := range opts.BinarySection {
+		if !bs.Peek {
+			return true
+		}
+	}
+	return false
+}
+
+// fetchOne writes one FETCH response. vm is the message as the view has
+// it, m as it is now.
+func (s *session) fetchOne(w *imapserver.FetchWriter, seq uint32, vm, m *backend.Message, opts *imap.FetchOptions, flagsChanged, exists bool) error {
+	needTree := opts.BodyStructure != nil || len(opts.BinarySectionSize) > 0
+	needInfo := opts.Envelope || needTree
+	for _, bs := range opts.BodySection {
+		needInfo = true
+		needTree = needTree || len(bs.Part) > 0
+	}
+	for _, bs := range opts.BinarySection {
+		needInfo = true
+		needTree = needTree || len(bs.Part) > 0
+	}
+	var info *msgInfo
+	if needInfo {
+		if !exists {
+			return errNeedsContent
+		}
+		var err error
+		if info, err = s.messageInfo(m, needTree); err != nil {
+			return err
+		}
+	}
+	bodyPlans := make([]sectionPlan, len(opts.BodySection))
+	for i, sec := range opts.BodySection {
+		p, err := s.planBody(m, info, sec)
+		if err != nil {
+			return err
+		}
+		bodyPlans[i] = p
+	}
+	binPlans := make([]sectionPlan, len(opts.BinarySection))
+	for i, sec := range opts.BinarySection {
+		p, err := s.planBinary(m, info, sec.Part, sec.Partial)
+		if err != nil {
+			return err
+		}
+		binPlans[i] = p
+	}
+	binSizes := make([]int64, len(opts.BinarySectionSize))
+	for i, sec := range opts.BinarySectionSize {
+		p, err := s.planBinary(m, info, sec.Part, nil)
+		if err != nil {
+			return err
+		}
+		binSizes[i] = p.size
+	}
+
+	rw := w.CreateMessage(seq)
+	if opts.UID {
+		rw.WriteUID(imap.UID(m.UID))
+	}
+	if opts.Flags || flagsChanged {
+		rw.WriteFlags(s.flagsOf(m))
+		if s.flagsDiffer(vm, m) {
+			s.tell(m)
+		}
+	}
+	if opts.InternalDate {
+		rw.WriteInternalDate(m.InternalDate)
+	}
+	if opts.RFC822Size {
+		rw.WriteRFC822Size(m.Size)
+	}
+	if opts.Envelope {
+		rw.WriteEnvelope(info.env)
+	}
+	if opts.BodyStructure != nil {
+		rw.WriteBodyStructure(info.bs)
+	}
+	var werr error
+	for i, sec := range opts.BodySection {
+		wc := rw.WriteBodySection(sec, bodyPlans[i].size)
+		werr = errors.Join(werr, s.emit(wc, m, bodyPlans[i]), wc.Close())
+	}
+	for i, sec := range opts.BinarySection {
+		wc := rw.WriteBinarySection(sec, binPlans[i].size)
+		werr = errors.Join(werr, s.emit(wc, m, binPlans[i]), wc.Close())
+	}
+	for i, sec := range opts.BinarySectionSize {
+		rw.WriteBinarySectionSize(sec, uint32(binSizes[i]))
+	}
+	return errors.Join(werr, rw.Close())
+}
+
+// messageInfo returns the cached content-derived data of m, reading the
+// message if the cache lacks it. needTree asks for the MIME structure.
+func (s *session) messageInfo(m *backend.Message, needTree bool) (*msgInfo, error) {
+	key := s.username + "\x00" + m.Key
+	if m.Key == "" {
+		key = s.username + "\x00" + s.sel.st.key + "\x00" + strconv.FormatUint(uint64(s.sel.view.UIDValidity), 10) +
+			"\x00" + strconv.FormatUint(uint64(m.UID), 10)
+	}
+	if info := s.srv.cache.get(key); info != nil && (!needTree || info.tree != nil) {
+		return info, nil
+	}
+	r, err := s.sel.st.mbox.OpenMessage(s.ctx, m.UID)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	var info *msgInfo
+	if needTree {
+		root, err := parseMessage(r)
+		if err != nil {
+			return nil, fmt.Errorf("read message %d: %w", m.UID, err)
+		}
+		info = &msgInfo{env: imapserver.ExtractEnvelope(root.header), hdrLen: root.bodyOff, bs: bodyStructure(root), tree: root}
+		stripHeaders(root)
+	} else {
+		hdr, n, err := readHeaderBlock(r)
+		if err != nil {
+			return nil, fmt.Errorf("read message %d: %w", m.UID, err)
+		}
+		info = &msgInfo{env: envelopeOf(hdr), hdrLen: n}
+	}
+	s.srv.cache.put(key, info)
+	return info, nil
+}
+
+// sectionPlan says where a section's octets come from: buf, or the range
+// [off, off+raw) of the message file, decoded by its transfer encoding if
+// decode is set, of which skip octets are dropped and size are sent.
+type sectionPlan struct {
+	buf    []byte
+	off    int64
+	raw    int64
+	decode string
+	skip   int64
+	size   int64
+}
+
+func rangePlan(off, end int64) sectionPlan {
+	if end < off {
+		end = off
+	}
+	return sectionPlan{off: off, raw: end - off, size: end - off}
+}
+
+func (p *sectionPlan) applyPartial(partial *imap.SectionPartial) {
+	if partial == nil {
+		return
+	}
+	start := min(partial.Offset, p.size)
+	n := min(partial.Size, p.size-start)
+	if p.buf != nil {
+		p.buf = p.buf[start : start+n]
+	} else {
+		p.skip += start
+	}
+	p.size = n
+}
+
+func (s *session) planBody(m *backend.Message, info *msgInfo, sec *imap.FetchItemBodySection) (sectionPlan, error) {
+	var p sectionPlan
+	hdrLen := min(info.hdrLen, m.Size)
+	var hdrOff, hdrEnd int64 = -1, -1 // header range to filter
+	switch {
+	case len(sec.Part) == 0:
+		switch sec.Specifier {
+		case imap.PartSpecifierNone:
+			p = rangePlan(0, m.Size)
+		case imap.PartSpecifierHeader:
+			p, hdrOff, hdrEnd = rangePlan(0, hdrLen), 0, hdrLen
+		case imap.PartSpecifierText:
+			p = rangePlan(hdrLen, m.Size)
+		default:
+			p = sectionPlan{buf: []byte{}}
+		}
+	default:
+		pt := findPart(info.tree, sec.Part)
+		switch {
+		case pt == nil:
+			p = sectionPlan{buf: []byte{}}
+		case sec.Specifier == imap.PartSpecifierNone:
+			p = rangePlan(pt.bodyOff, pt.end)
+		case sec.Specifier == imap.PartSpecifierMIME:
+			p = rangePlan(pt.hdrOff, pt.bodyOff)
+		case pt.msg == nil: // HEADER and TEXT apply to message/rfc822 parts only
+			p = sectionPlan{buf: []byte{}}
+		case sec.Specifier == imap.PartSpecifierHeader:
+			p, hdrOff, hdrEnd = rangePlan(pt.msg.hdrOff, pt.msg.bodyOff), pt.msg.hdrOff, pt.msg.bodyOff
+		default:
+			p = rangePlan(pt.msg.bodyOff, pt.msg.end)
+		}
+	}
+	if hdrOff >= 0 && (len(sec.HeaderFields) > 0 || len(sec.HeaderFieldsNot) > 0) {
+		raw, err := s.readRange(m, hdrOff, min(hdrEnd-hdrOff, maxHeaderBytes))
+		if err != nil {
+			return p, err
+		}
+		if len(sec.HeaderFields) > 0 {
+			p = sectionPlan{buf: filterHeader(raw, sec.HeaderFields, false)}
+		} else {
+			p = sectionPlan{buf: filterHeader(raw, sec.HeaderFieldsNot, true)}
+		}
+		p.size = int64(len(p.buf))
+	}
+	p.applyPartial(sec.Partial)
+	return p, nil
+}
+
+// planBinary plans BINARY[part] (RFC 3516): the part's content with its
+// Content-Transfer-Encoding removed. The decoded size is found by decoding
+// once, so that the literal can be streamed the second time.
+func (s *session) planBinary(m *backend.Message, info *msgInfo, path []int, partial *imap.SectionPartial) (sectionPlan, error) {
+	if len(path) == 0 {
+		p := rangePlan(0, m.Size)
+		p.applyPartial(partial)
+		return p, nil
+	}
+	pt := findPart(info.tree, path)
+	if pt == nil {
+		return sectionPlan{buf: []byte{}}, nil
+	}
+	p := rangePlan(pt.bodyOff, pt.end)
+	if len(pt.children) == 0 && pt.msg == nil {
+		switch pt.encoding {
+		case "", "7bit", "8bit", "binary":
+		case "base64", "quoted-printable":
+			p.decode = pt.encoding
+			n, err := s.decodedSize(m, p)
+			if err != nil {
+				return p, err
+			}
+			p.size = n
+		default:
+			return p, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnknownCTE,
+				Text: "Unknown Content-Transfer-Encoding " + strings.ToUpper(pt.encoding)}
+		}
+	}
+	p.applyPartial(partial)
+	return p, nil
+}
+
+func (s *session) decodedSize(m *backend.Message, p sectionPlan) (int64, error) {
+	r, err := s.openRange(m, p)
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	return io.Copy(io.Discard, r)
+}
+
+// readRange reads n octets at off of message m.
+func (s *session) readRange(m *backend.Message, off, n int64) ([]byte, error) {
+	r, err := s.openRange(m, rangePlan(off, off+n))
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// openRange opens the section p names: its raw range, decoded if needed,
+// before skip is applied.
+func (s *session) openRange(m *backend.Message, p sectionPlan) (io.ReadCloser, error) {
+	rc, err := s.sel.st.mbox.OpenMessage(s.ctx, m.UID)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := io.CopyN(io.Discard, rc, p.off); err != nil {
+		rc.Close()
+		return nil, fmt.Errorf("message %d is shorter than its index says: %w", m.UID, err)
+	}
+	var r io.Reader = io.LimitReader(rc, p.raw)
+	switch p.decode {
+	case "base64":
+		r = base64.NewDecoder(base64.StdEncoding, &base64Cleaner{r: r})
+	case "quoted-printable":
+		r = quotedprintable.NewReader(r)
+	}
+	return readCloser{r, rc}, nil
+}
+
+// emit writes exactly p.size octets of the section to w. If the file
+// delivers fewer (it changed under us, which the store rules out), the
+// literal is padded so that the connection stays in sync, and the error is
+// logged.
+func (s *session) emit(w io.Writer, m *backend.Message, p sectionPlan) error {
+	if p.buf != nil {
+		_, err := w.Write(p.buf)
+		return err
+	}
+	if p.size == 0 {
+		return nil
+	}
+	r, err := s.openRange(m, p)
+	var n int64
+	if err == nil {
+		_, err = io.CopyN(io.Discard, r, p.skip)
+		if err == nil {
+			n, err = io.CopyN(w, r, p.size)
+		}
+		r.Close()
+	}
+	if n < p.size {
+		s.log.Error("message content shorter than announced; padded", "uid", m.UID, "want", p.size, "got", n, "err", err)
+		pad := make([]byte, 4096)
+		for i := range pad {
+			pad[i] = ' '
+		}
+		for n < p.size {
+			k, werr := w.Write(pad[:min(int64(len(pad)), p.size-n)])
+			n += int64(k)
+			if werr != nil {
+				return werr
+			}
+		}
+	}
+	return nil
+}
+
+// base64Cleaner drops the line breaks and other bytes outside the base64
+// alphabet that MIME allows between base64 characters (RFC 2045 6.8).
+type base64Cleaner struct{ r io.Reader }
+
+func (c *base64Cleaner) Read(b []byte) (int, error) {
+	for {
+		n, err := c.r.Read(b)
+		j := 0
+		for _, ch := range b[:n] {
+			if 'A' <= ch && ch <= 'Z' || 'a' <= ch && ch <= 'z' || '0' <= ch && ch <= '9' || ch == '+' || ch == '/' || ch == '=' {
+				b[j] = ch
+				j++
+			}
+		}
+		if j > 0 || err != nil {
+			return j, err
+		}
+	}
+}

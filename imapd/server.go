@@ -1,0 +1,421 @@
+package imapd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/roost-mail/roost/auth"
+	"github.com/roost-mail/roost/backend"
+	"github.com/roost-mail/roost/metrics"
+)
+
+// Throttle slows down and records authentication attempts (auth/penalty
+// implements it). Wait blocks until an attempt from remote for user may
+// proceed; Fail and Succeed report its outcome.
+type Throttle interface {
+	Wait(ctx context.Context, remote netip.Addr, user string) error
+	Fail(remote netip.Addr, user string)
+	Succeed(remote netip.Addr, user string)
+}
+
+// Options configure a Server. Store and Auth are required; every other
+// field has a useful zero value.
+type Options struct {
+	Store backend.Store
+	// Auth checks passwords. The identities it returns must carry a
+	// Maildir path (wrap the backend with auth.WithDefaults).
+	Auth   auth.Authenticator
+	Logger *slog.Logger     // nil discards logs
+	Metrics *metrics.Metrics // may be nil
+	// Throttle delays repeated failed logins; nil applies no delay.
+	Throttle Throttle
+	// TLSConfig enables STARTTLS and ServeTLS; nil disables both. Use
+	// GetCertificate to serve a certificate that is reloaded.
+	TLSConfig *tls.Config
+	// AllowPlaintextAuth allows LOGIN and AUTHENTICATE without TLS on any
+	// connection (security.allow_plaintext_auth).
+	AllowPlaintextAuth bool
+	// IsSecure reports whether a connection without TLS may still
+	// authenticate. nil uses Dovecot's rule: client and server addresses
+	// are equal (webmail on the same host).
+	IsSecure func(net.Conn) bool
+	// Delimiter is the hierarchy delimiter clients see (imap.delimiter);
+	// 0 means '/'.
+	Delimiter rune
+	// NamespacePrefix is prepended to every folder name but INBOX
+	// (imap.namespace_prefix), e.g. "INBOX." for former Courier sites.
+	NamespacePrefix string
+	// AppendLimit is the largest message APPEND accepts (APPENDLIMIT);
+	// 0 means 50 MiB.
+	AppendLimit int64
+	// IdleTimeout ends an IDLE that lasts longer (RFC 9051 asks clients to
+	// re-issue IDLE at least every 29 minutes); 0 means 30 minutes.
+	IdleTimeout time.Duration
+	// MaxUserIPConnections limits logged-in sessions per user and client
+	// address (Dovecot's mail_max_userip_connections); 0 = no limit.
+	MaxUserIPConnections int
+	// CacheBytes bounds the memory for ENVELOPE and BODYSTRUCTURE data
+	// kept between commands; 0 means 64 MiB, negative disables the cache.
+	CacheBytes int64
+	// RescanInterval makes IDLE re-check the mailbox even when the store
+	// signals no change (a safety net for network file systems); 0 means
+	// 30 seconds.
+	RescanInterval time.Duration
+}
+
+// Server is an IMAP server. Serve, ServeTLS, Shutdown and Close follow
+// net/http's lifecycle.
+type Server struct {
+	opts    Options // immutable after New
+	log     *slog.Logger
+	delim   rune
+	plainOK *imapserver.Server // connections that may authenticate without TLS
+	tlsOnly *imapserver.Server // connections that must use TLS first
+	queues  [2]*connQueue
+	cache   *msgCache
+	connIDs atomic.Uint64
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	sessions  map[*session]struct{}
+	userIP    map[string]int
+	mailboxes map[string]*mailboxState
+	users     map[string]*userRef
+	closing   bool
+	drained   chan struct{} // closed when closing and no session is left
+}
+
+// New returns a Server. It reports configuration mistakes instead of
+// failing later on a connection.
+func New(opts Options) (*Server, error) {
+	if opts.Store == nil || opts.Auth == nil {
+		return nil, errors.New("imapd: Options.Store and Options.Auth are required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Delimiter == 0 {
+		opts.Delimiter = '/'
+	}
+	if opts.Delimiter == '"' || opts.Delimiter == '\\' || opts.Delimiter > 127 {
+		return nil, fmt.Errorf("imapd: delimiter %q: use one ASCII character such as / or .", opts.Delimiter)
+	}
+	if p := opts.NamespacePrefix; p != "" && !strings.HasSuffix(p, string(opts.Delimiter)) {
+		return nil, fmt.Errorf("imapd: namespace prefix %q must end with the delimiter %q", p, opts.Delimiter)
+	}
+	if opts.AppendLimit <= 0 {
+		opts.AppendLimit = 50 << 20
+	}
+	if opts.AppendLimit > 1<<32-1 {
+		opts.AppendLimit = 1<<32 - 1 // APPENDLIMIT is a 32-bit number in go-imap
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 30 * time.Minute
+	}
+	if opts.CacheBytes == 0 {
+		opts.CacheBytes = 64 << 20
+	}
+	if opts.RescanInterval <= 0 {
+		opts.RescanInterval = 30 * time.Second
+	}
+	if opts.IsSecure == nil {
+		opts.IsSecure = sameAddress
+	}
+	s := &Server{
+		opts:      opts,
+		log:       opts.Logger,
+		delim:     opts.Delimiter,
+		cache:     newMsgCache(opts.CacheBytes),
+		listeners: make(map[net.Listener]struct{}),
+		sessions:  make(map[*session]struct{}),
+		userIP:    make(map[string]int),
+		mailboxes: make(map[string]*mailboxState),
+		users:     make(map[string]*userRef),
+	}
+	caps := imap.CapSet{}
+	for _, c := range []imap.Cap{
+		imap.CapIMAP4rev1, imap.CapIMAP4rev2, imap.CapNamespace, imap.CapUIDPlus,
+		imap.CapESearch, imap.CapSearchRes, imap.CapListExtended, imap.CapListStatus,
+		imap.CapMove, imap.CapStatusSize, imap.CapBinary, imap.CapChildren,
+		imap.CapSpecialUse, imap.CapCreateSpecialUse, imap.CapLiteralPlus,
+	} {
+		caps[c] = struct{}{}
+	}
+	mk := func(insecure bool) *imapserver.Server {
+		return imapserver.New(&imapserver.Options{
+			NewSession:   s.newSession,
+			Caps:         caps,
+			Logger:       libLogger{s.log},
+			TLSConfig:    opts.TLSConfig,
+			InsecureAuth: insecure,
+		})
+	}
+	s.plainOK, s.tlsOnly = mk(true), mk(false)
+	for i, srv := range []*imapserver.Server{s.plainOK, s.tlsOnly} {
+		q := newConnQueue()
+		s.queues[i] = q
+		go srv.Serve(q) //nolint:errcheck // returns when the queue closes
+	}
+	return s, nil
+}
+
+// Serve accepts connections on ln (plaintext, with STARTTLS when a TLS
+// config is set) until Shutdown or Close. It always returns an error.
+func (s *Server) Serve(ln net.Listener) error { return s.serve(ln, false) }
+
+// ServeTLS accepts implicit-TLS connections (port 993) on ln.
+func (s *Server) ServeTLS(ln net.Listener) error {
+	if s.opts.TLSConfig == nil {
+		return errors.New("imapd: ServeTLS needs Options.TLSConfig")
+	}
+	return s.serve(ln, true)
+}
+
+// ErrServerClosed is returned by Serve and ServeTLS after Shutdown or Close.
+var ErrServerClosed = errors.New("imapd: server closed")
+
+func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", "err", err, "delay", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("imapd: accept: %w", err)
+		}
+		delay = 0
+		s.opts.Metrics.ConnOpened()
+		cc := &countConn{Conn: c, id: s.connIDs.Add(1), start: time.Now()}
+		var nc net.Conn = cc
+		q := s.queues[1]
+		if implicitTLS {
+			nc = tls.Server(cc, s.opts.TLSConfig)
+			cc.tls = true
+		} else if s.opts.AllowPlaintextAuth || s.opts.IsSecure(c) {
+			q = s.queues[0]
+		}
+		if !q.put(nc) {
+			s.opts.Metrics.ConnClosed()
+			c.Close()
+			return ErrServerClosed
+		}
+	}
+}
+
+// Shutdown stops accepting connections, says BYE to every client and waits
+// until their sessions end or ctx is done, then closes what is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	var byes []*session
+	for sess := range s.sessions {
+		byes = append(byes, sess)
+	}
+	if s.drained == nil {
+		s.drained = make(chan struct{})
+		if len(s.sessions) == 0 {
+			close(s.drained)
+		}
+	}
+	drained := s.drained
+	s.mu.Unlock()
+	for _, sess := range byes {
+		go sess.conn.Bye("Server shutting down")
+	}
+	var err error
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	s.Close()
+	return err
+}
+
+// Close closes every listener and connection at once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closing = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+	for _, q := range s.queues {
+		q.Close()
+	}
+	s.plainOK.Close()
+	s.tlsOnly.Close()
+	return nil
+}
+
+func (s *Server) addSession(sess *session) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return &imap.Error{Type: imap.StatusResponseTypeBye, Text: "Server shutting down"}
+	}
+	s.sessions[sess] = struct{}{}
+	return nil
+}
+
+func (s *Server) removeSession(sess *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.sessions, sess)
+	if s.drained != nil && len(s.sessions) == 0 {
+		select {
+		case <-s.drained:
+		default:
+			close(s.drained)
+		}
+	}
+}
+
+// claimUserIP counts a logged-in session of user from addr, refusing it
+// past MaxUserIPConnections. release undoes the claim.
+func (s *Server) claimUserIP(user string, addr netip.Addr) (release func(), ok bool) {
+	key := user + "\x00" + addr.String()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if max := s.opts.MaxUserIPConnections; max > 0 && s.userIP[key] >= max {
+		return nil, false
+	}
+	s.userIP[key]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.userIP[key]--; s.userIP[key] <= 0 {
+			delete(s.userIP, key)
+		}
+	}, true
+}
+
+// sameAddress is Dovecot's notion of a secure connection without TLS: the
+// client connects from the server's own address.
+func sameAddress(c net.Conn) bool {
+	l, r := addrOf(c.LocalAddr()), addrOf(c.RemoteAddr())
+	return l.IsValid() && l == r
+}
+
+func addrOf(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
+	}
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// countConn counts the octets of one client connection, below TLS, and
+// carries what the session logs about it.
+type countConn struct {
+	net.Conn
+	id      uint64
+	start   time.Time
+	tls     bool // implicit TLS
+	in, out atomic.Int64
+}
+
+func (c *countConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.in.Add(int64(n))
+	return n, err
+}
+
+func (c *countConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.out.Add(int64(n))
+	return n, err
+}
+
+// connQueue is a net.Listener fed by Server's own accept loops, so that
+// each connection goes to the imapserver.Server with the right
+// authentication policy.
+type connQueue struct {
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newConnQueue() *connQueue {
+	return &connQueue{ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (q *connQueue) put(c net.Conn) bool {
+	select {
+	case q.ch <- c:
+		return true
+	case <-q.done:
+		return false
+	}
+}
+
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.ch:
+		return c, nil
+	case <-q.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (q *connQueue) Close() error {
+	q.once.Do(func() { close(q.done) })
+	return nil
+}
+
+func (q *connQueue) Addr() net.Addr { return &net.TCPAddr{} }
+
+// libLogger passes go-imap's messages to slog. Read errors are what every
+// dropped client causes, so they are debug messages.
+type libLogger struct{ log *slog.Logger }
+
+func (l libLogger) Printf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if strings.HasPrefix(msg, "failed to read command") || strings.HasPrefix(msg, "failed to write greeting") {
+		l.log.Debug("imap connection ended", "detail", msg)
+		return
+	}
+	l.log.Warn("imap library", "detail", msg)
+}

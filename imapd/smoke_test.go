@@ -1,0 +1,20 @@
+package imapd_test
+
+import (
+	"io"
+	"strings"
+	"testing"
+)
+
+func ioReadFull(r io.Reader, b []byte) (int, error) { return io.ReadFull(r, b) }
+
+func TestSmoke(t *testing.T) {
+	ts := newTestServer(t, nil)
+	ts.deliver(t, "alice", "", "From: Bob <bob@example.edu>\nTo: alice@example.edu\nSubject: hello\n\nHi Alice\n")
+	r := ts.raw(t)
+	r.login("alice", alicePass)
+	for _, c := range []string{"SELECT INBOX", "FETCH 1:* (FLAGS UID RFC822.SIZE ENVELOPE BODYSTRUCTURE)", "FETCH 1 BODY[]", "FETCH 1 FLAGS", "LIST \"\" *", "LOGOUT"} {
+		lines := r.cmd(c)
+		t.Logf("%s:\n%s", c, strings.Join(lines, "\n"))
+	}
+}
