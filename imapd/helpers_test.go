@@ -67,9 +67,9 @@ func newTestServer(t testing.TB, tweak func(*imapd.Options)) *testServer {
 	}
 	logs := &syncBuffer{}
 	opts := imapd.Options{
-		Store:  maildir.New(maildir.Options{}),
-		Auth:   auth.WithDefaults(fa, auth.Defaults{MailRoot: root}),
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Store:              maildir.New(maildir.Options{}),
+		Auth:               auth.WithDefaults(fa, auth.Defaults{MailRoot: root}),
+		Logger:             slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		AllowPlaintextAuth: true,
 	}
 	if tweak != nil {

@@ -22,8 +22,8 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		return s.fail("list mailboxes", err)
 	}
 	type entry struct {
-		name string
-		info backend.MailboxInfo
+		name            string
+		info            backend.MailboxInfo
 		subscribedChild bool
 	}
 	var entries []entry

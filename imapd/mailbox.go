@@ -17,7 +17,7 @@ import (
 type mailboxState struct {
 	key   string // immutable: user + "\x00" + store name
 	ready chan struct{}
-	err   error          // set before ready is closed
+	err   error           // set before ready is closed
 	mbox  backend.Mailbox // set before ready is closed
 	user  *userRef        // immutable; keeps the handle mbox came from open
 	refs  int             // guarded by Server.mu

@@ -37,8 +37,8 @@ type Options struct {
 	Store backend.Store
 	// Auth checks passwords. The identities it returns must carry a
 	// Maildir path (wrap the backend with auth.WithDefaults).
-	Auth   auth.Authenticator
-	Logger *slog.Logger     // nil discards logs
+	Auth    auth.Authenticator
+	Logger  *slog.Logger     // nil discards logs
 	Metrics *metrics.Metrics // may be nil
 	// Throttle delays repeated failed logins; nil applies no delay.
 	Throttle Throttle

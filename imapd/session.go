@@ -37,8 +37,8 @@ type session struct {
 }
 
 var (
-	_ imapserver.SessionIMAP4rev2  = (*session)(nil)
-	_ imapserver.SessionSASL       = (*session)(nil)
+	_ imapserver.SessionIMAP4rev2   = (*session)(nil)
+	_ imapserver.SessionSASL        = (*session)(nil)
 	_ imapserver.SessionAppendLimit = (*session)(nil)
 )
 
