@@ -163,11 +163,6 @@ func (p *Policy) over(used, add, limit int64) bool {
 	return used >= limit || used+add > limit+limit*int64(p.opts.GracePercent)/100
 }
 
-// Grace reports whether the policy allows usage beyond the limit. Callers
-// that rely on the store's own check (which knows no grace) must then check
-// with Check and append with IgnoreQuota instead.
-func (p *Policy) Grace() bool { return p.opts.GracePercent > 0 }
-
 // Percent is usage as a whole percentage of the byte limit (rounded down),
 // or of the message limit if that is fuller; 0 when unlimited.
 func Percent(q backend.Quota) int {

@@ -1,0 +1,106 @@
+// Command lmtpd is Roost's LMTP delivery daemon for Postfix
+// (virtual_transport or mailbox_transport = lmtp:unix:private/roost-lmtp).
+// It only wires the configuration, the auth backend and the Maildir store
+// into package lmtp; docs/delivery.md describes the Postfix side.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+
+	"github.com/roost-mail/roost/cmd/internal/daemon"
+	"github.com/roost-mail/roost/lmtp"
+	"github.com/roost-mail/roost/quota"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "lmtpd:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("lmtpd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "/etc/roost/roost.yaml", "configuration `file`")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q (lmtpd takes only --config)", fs.Args())
+	}
+	env, err := daemon.Open(ctx, *configPath, "lmtpd", stderr)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	cfg := env.Config
+	tmpl := ""
+	if p := cfg.Quota.WarningTemplate; p != "" {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("quota.warning_template: %w", err)
+		}
+		tmpl = string(b)
+	}
+	hostname := cfg.LMTP.Hostname
+	if hostname == "" {
+		if hostname, err = os.Hostname(); err != nil {
+			return fmt.Errorf("lmtp.hostname is empty and the system hostname is unknown: %w", err)
+		}
+	}
+	policy, err := quota.New(quota.Options{
+		Default: int64(cfg.Quota.Default), GracePercent: cfg.Quota.GracePercent,
+		Warnings: cfg.Quota.Warnings, Template: tmpl, Permanent: cfg.Quota.Permanent,
+		Hostname: hostname, Logger: env.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	if len(cfg.LMTP.Listen) == 0 {
+		return errors.New("lmtp.listen is empty: nothing to serve")
+	}
+	srv, err := lmtp.New(lmtp.Options{
+		Auth: env.Auth, Store: env.Store, Quota: policy,
+		SystemLayout:       cfg.Mail.Layout == "system",
+		Hostname:           hostname,
+		RecipientDelimiter: cfg.LMTP.RecipientDelimiter,
+		DetailFolders:      cfg.LMTP.DetailFolders,
+		LocalDomains:       cfg.LMTP.LocalDomains,
+		Logger:             env.Logger,
+		Metrics:            env.Metrics,
+	})
+	if err != nil {
+		return err
+	}
+	lns, err := env.Listen(cfg.LMTP.Listen, false)
+	if err != nil {
+		return err
+	}
+	return env.Run(ctx, func(context.Context) error { return serveAll(srv, lns) }, srv.Shutdown)
+}
+
+// serveAll serves every listener and returns when all have stopped; a
+// listener that fails stops the others.
+func serveAll(srv *lmtp.Server, lns []net.Listener) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(lns))
+	for i, l := range lns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if errs[i] = srv.Serve(l); errs[i] != nil {
+				srv.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
