@@ -1,0 +1,278 @@
+package maildir
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/roost-mail/roost/backend"
+)
+
+func (mb *mailbox) Expunge(ctx context.Context, uids []backend.UID) ([]backend.UID, error) {
+	st := mb.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var removed []backend.UID
+	var bytes int64
+	rescanned := false
+	for _, uid := range uids {
+		for {
+			i := st.find(uid)
+			if i < 0 || !st.locs[i].known {
+				break
+			}
+			p := st.path(i)
+			phys, ok := sizeField(st.msgs[i].Key, 'S')
+			if !ok {
+				if fi, err := os.Lstat(p); err == nil {
+					phys = fi.Size()
+				}
+			}
+			err := os.Remove(p)
+			if err == nil {
+				removed = append(removed, uid)
+				bytes += phys
+				break
+			}
+			if !errors.Is(err, fs.ErrNotExist) || rescanned {
+				if errors.Is(err, fs.ErrNotExist) {
+					break // expunged by someone else
+				}
+				return removed, fmt.Errorf("maildir: expunge UID %d from %s: %w", uid, mb.name, err)
+			}
+			rescanned = true
+			if err := st.rescan(ctx, nil); err != nil {
+				return removed, err
+			}
+		}
+	}
+	if len(removed) == 0 {
+		return nil, nil
+	}
+	if mb.counted {
+		mb.u.quotaDelta(-bytes, -int64(len(removed)))
+	}
+	if st.s.opts.Fsync {
+		_ = syncDir(filepath.Join(st.dir, "cur"))
+		_ = syncDir(filepath.Join(st.dir, "new"))
+	}
+	// Drop the records now, so that a file restored under the same name
+	// later gets a new UID instead of a reused one.
+	if err := st.dropRecords(ctx, removed); err != nil {
+		mb.u.log.Warn("expunged messages stay in dovecot-uidlist until the next rewrite", "mailbox", mb.name, "err", err)
+	}
+	return removed, nil
+}
+
+// dropRecords removes UIDs from memory and the uidlist. Caller holds st.mu.
+func (st *mboxState) dropRecords(ctx context.Context, uids []backend.UID) error {
+	gone := make(map[backend.UID]bool, len(uids))
+	for _, u := range uids {
+		gone[u] = true
+	}
+	filter := func() ([]backend.Message, []loc) {
+		msgs := make([]backend.Message, 0, len(st.msgs))
+		locs := make([]loc, 0, len(st.msgs))
+		for i, m := range st.msgs {
+			if gone[m.UID] {
+				delete(st.byKey, m.Key)
+				delete(st.ext, m.UID)
+				continue
+			}
+			msgs = append(msgs, m)
+			locs = append(locs, st.locs[i])
+		}
+		return msgs, locs
+	}
+	defer st.notify()
+	st.snap = nil
+	lk, err := st.lockUidlist(ctx)
+	if err != nil {
+		st.msgs, st.locs = filter()
+		return err
+	}
+	defer func() {
+		if err := lk.release(); err != nil {
+			st.s.log.Error("release uidlist lock", "dir", st.dir, "err", err)
+		}
+	}()
+	if err := st.ensureLoaded(true); err != nil {
+		st.msgs, st.locs = filter()
+		return err
+	}
+	st.msgs, st.locs = filter()
+	return st.writeUidlist(st.msgs)
+}
+
+func (mb *mailbox) Copy(ctx context.Context, uids []backend.UID, dest string) (backend.CopyResult, error) {
+	return mb.copy(ctx, uids, dest, false)
+}
+
+func (mb *mailbox) Move(ctx context.Context, uids []backend.UID, dest string) (backend.CopyResult, error) {
+	res, err := mb.copy(ctx, uids, dest, true)
+	if err != nil {
+		return res, err
+	}
+	// RFC 6851: the source copies go only once the destination ones exist.
+	if _, err := mb.Expunge(ctx, res.Source); err != nil {
+		return res, fmt.Errorf("maildir: move: copied to %s but could not remove the originals: %w", dest, err)
+	}
+	return res, nil
+}
+
+type source struct {
+	uid  backend.UID
+	path string
+	msg  backend.Message
+	info string
+}
+
+func (mb *mailbox) copy(ctx context.Context, uids []backend.UID, dest string, move bool) (backend.CopyResult, error) {
+	canon, err := normalizeName(dest)
+	if err != nil {
+		return backend.CopyResult{}, err
+	}
+	u := mb.u
+	dir := u.mailboxDir(canon)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return backend.CopyResult{}, fmt.Errorf("maildir: %w: %s", backend.ErrNoSuchMailbox, canon)
+	}
+	srcs := mb.sources(uids)
+	if len(srcs) == 0 {
+		return backend.CopyResult{UIDValidity: 0}, nil
+	}
+	dst := u.s.acquire(dir, u.own)
+	defer u.s.releaseState(dst)
+	destCounted := u.s.opts.IncludeTrash || !u.isTrash(canon)
+	var phys int64
+	ps := make([]pending, 0, len(srcs))
+	cleanup := func() {
+		for _, p := range ps {
+			os.Remove(p.tmp)
+		}
+	}
+	for _, s := range srcs {
+		p, err := mb.prepareCopy(ctx, s, dst)
+		if errors.Is(err, fs.ErrNotExist) {
+			// The file moved (flags changed elsewhere): look it up again.
+			if _, serr := mb.st.sync(ctx, true); serr == nil {
+				if again := mb.sources([]backend.UID{s.uid}); len(again) == 1 {
+					p, err = mb.prepareCopy(ctx, again[0], dst)
+				}
+			}
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // expunged meanwhile: skipped, as for a vanished UID
+		}
+		if err != nil {
+			cleanup()
+			return backend.CopyResult{}, err
+		}
+		ps = append(ps, p)
+		phys += p.phys
+	}
+	// A move between two counted folders does not change usage.
+	if destCounted && !(move && mb.counted) && len(ps) > 0 {
+		if err := u.checkQuota(phys, int64(len(ps))); err != nil {
+			cleanup()
+			return backend.CopyResult{}, err
+		}
+	}
+	msgs, err := dst.deliver(ctx, ps)
+	if err != nil {
+		return backend.CopyResult{}, fmt.Errorf("maildir: copy to %s: %w", canon, err)
+	}
+	if destCounted {
+		u.quotaDelta(phys, int64(len(ps)))
+	}
+	res := backend.CopyResult{UIDValidity: dst.uidValidityNow()}
+	for i, p := range ps {
+		res.Source = append(res.Source, p.srcUID)
+		res.Dest = append(res.Dest, msgs[i].UID)
+	}
+	return res, nil
+}
+
+func (mb *mailbox) sources(uids []backend.UID) []source {
+	st := mb.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var out []source
+	for _, uid := range uids {
+		if i := st.find(uid); i >= 0 && st.locs[i].known {
+			out = append(out, source{uid: uid, path: st.path(i), msg: st.msgs[i], info: st.locs[i].info})
+		}
+	}
+	return out
+}
+
+// prepareCopy hard-links (or, across file systems, copies) a source file
+// into dst's tmp/ under a new unique name with the same size fields.
+func (mb *mailbox) prepareCopy(ctx context.Context, s source, dst *mboxState) (pending, error) {
+	base := mb.u.s.names.next()
+	phys, ok := sizeField(s.msg.Key, 'S')
+	if !ok {
+		fi, err := os.Stat(s.path)
+		if err != nil {
+			return pending{}, err
+		}
+		phys = fi.Size()
+	}
+	fl, _ := parseInfo(s.info)
+	p := pending{
+		tmp: filepath.Join(dst.dir, "tmp", base), key: fmt.Sprintf("%s,S=%d,W=%d", base, phys, s.msg.Size),
+		flags: fl, keywords: s.msg.Keywords, size: s.msg.Size, phys: phys, date: s.msg.InternalDate,
+		srcUID: s.uid,
+	}
+	if s.info != "" {
+		// Keep letters Roost does not manage (P) and ",extra", drop keyword
+		// letters: the destination has its own dovecot-keywords.
+		p.info = makeInfo(s.info, fl, 0)
+	}
+	err := os.Link(s.path, p.tmp)
+	if err == nil {
+		return p, nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return p, err
+	}
+	if err := copyFile(ctx, s.path, p.tmp, mb.u.s.opts.Fsync); err != nil {
+		return p, err
+	}
+	if err := mb.u.own.chown(p.tmp); err != nil {
+		os.Remove(p.tmp)
+		return p, err
+	}
+	return p, os.Chtimes(p.tmp, s.msg.InternalDate, s.msg.InternalDate)
+}
+
+func copyFile(ctx context.Context, from, to string, doSync bool) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	if err == nil && doSync {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		os.Remove(to)
+		return fmt.Errorf("copy message file: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,255 @@
+package maildir
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/roost-mail/roost/backend"
+)
+
+func (st *mboxState) uidValidityNow() uint32 {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.uidValidity
+}
+
+// ensureLoaded makes st.msgs reflect the uidlist on disk. Caller holds
+// st.mu and, if locked, the uidlist lock.
+func (st *mboxState) ensureLoaded(locked bool) error {
+	before := st.ulID
+	wasLoaded := st.loaded
+	if err := st.loadState(locked); err != nil {
+		return err
+	}
+	if !wasLoaded || st.ulID != before {
+		st.snap = nil // memory moved on without a listing: rescan on Sync
+	}
+	return nil
+}
+
+// keywordBits maps keyword names to letters, adding new ones to
+// dovecot-keywords. Caller holds st.mu and the uidlist lock.
+func (st *mboxState) keywordBits(names []string) (uint32, error) {
+	var bits uint32
+	added := false
+	for _, k := range names {
+		i := st.kw.index(k)
+		if i < 0 {
+			for j := range st.kw {
+				if st.kw[j] == "" {
+					i = j
+					break
+				}
+			}
+			if i < 0 {
+				return 0, fmt.Errorf("mailbox %s already uses 26 keywords, the Maildir limit; cannot add %q", st.dir, k)
+			}
+			st.kw[i] = k
+			added = true
+		}
+		bits |= 1 << i
+	}
+	if added {
+		p := filepath.Join(st.dir, keywordsName)
+		if err := writeAtomic(p, st.kw.marshal(), st.s.opts.Fsync, st.own, st.s.names); err != nil {
+			st.kwID = fileID{} // reread
+			return 0, err
+		}
+		st.kwID = statID(p)
+		st.kwCache = map[uint32][]string{}
+	}
+	return bits, nil
+}
+
+// deliver moves prepared files into new/ (no flags) or cur/ and gives them
+// UIDs. On failure nothing stays visible.
+func (st *mboxState) deliver(ctx context.Context, ps []pending) ([]backend.Message, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	removeTmp := func() {
+		for _, p := range ps {
+			os.Remove(p.tmp)
+		}
+	}
+	lk, err := st.lockUidlist(ctx)
+	if err != nil {
+		removeTmp()
+		return nil, err
+	}
+	defer func() {
+		if err := lk.release(); err != nil {
+			st.s.log.Error("release uidlist lock", "dir", st.dir, "err", err)
+		}
+	}()
+	if err := st.ensureLoaded(true); err != nil {
+		removeTmp()
+		return nil, err
+	}
+	out := make([]backend.Message, 0, len(ps))
+	locs := make([]loc, 0, len(ps))
+	var placed []string
+	undo := func() {
+		for _, p := range placed {
+			os.Remove(p)
+		}
+		removeTmp()
+	}
+	next := st.nextUID
+	for _, p := range ps {
+		kw, err := st.keywordBits(p.keywords)
+		if err != nil {
+			undo()
+			return nil, err
+		}
+		lc := loc{inNew: p.flags == 0 && kw == 0 && p.info == "", known: true}
+		if !lc.inNew {
+			lc.info = st.s.intern(makeInfo(p.info, p.flags, kw))
+		}
+		key := p.key
+		var dst string
+		for attempt := 0; ; attempt++ {
+			dst = st.filePath(key, lc)
+			err = renameNoReplace(p.tmp, dst)
+			if err == nil || !errors.Is(err, fs.ErrExist) || attempt > 3 {
+				break
+			}
+			// Name taken (a clock step back, another host): pick another.
+			key = st.s.names.next() + fmt.Sprintf(",S=%d,W=%d", p.phys, p.size)
+		}
+		if err != nil {
+			undo()
+			return nil, fmt.Errorf("move message into place: %w", err)
+		}
+		placed = append(placed, dst)
+		out = append(out, backend.Message{UID: backend.UID(st.nextUID), Key: key, Flags: p.flags,
+			Keywords: st.keywords(kw), InternalDate: p.date, Size: p.size})
+		locs = append(locs, lc)
+		st.nextUID++
+	}
+	if st.s.opts.Fsync {
+		for _, sub := range []string{"new", "cur"} {
+			if err := syncDir(filepath.Join(st.dir, sub)); err != nil {
+				undo()
+				st.nextUID = next
+				return nil, err
+			}
+		}
+	}
+	all := make([]backend.Message, len(st.msgs), len(st.msgs)+len(out))
+	copy(all, st.msgs)
+	all = append(all, out...)
+	if err := st.writeUidlist(all); err != nil {
+		undo()
+		st.nextUID = next
+		return nil, err
+	}
+	st.msgs = all
+	st.locs = append(append(make([]loc, 0, len(all)), st.locs...), locs...)
+	for _, m := range out {
+		st.byKey[m.Key] = m.UID
+	}
+	st.snap = nil
+	st.notify()
+	return out, nil
+}
+
+func (mb *mailbox) SetFlags(ctx context.Context, uids []backend.UID, op backend.FlagOp, flags backend.Flags, keywords []string) ([]backend.Message, error) {
+	for _, k := range keywords {
+		if !validKeyword(k) {
+			return nil, fmt.Errorf("maildir: keyword %q is not a valid IMAP atom", k)
+		}
+	}
+	flags &= allFlags
+	st := mb.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var kwBits uint32
+	if len(keywords) > 0 {
+		known := true
+		for _, k := range keywords {
+			if st.kw.index(k) < 0 {
+				known = false
+			}
+		}
+		if !known && op != backend.FlagsRemove {
+			lk, err := st.lockUidlist(ctx)
+			if err != nil {
+				return nil, err
+			}
+			if err = st.ensureLoaded(true); err == nil {
+				kwBits, err = st.keywordBits(keywords)
+			}
+			if rerr := lk.release(); err == nil && rerr != nil {
+				st.s.log.Error("release uidlist lock", "dir", st.dir, "err", rerr)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("maildir: set keywords in %s: %w", mb.name, err)
+			}
+		} else {
+			for _, k := range keywords {
+				if i := st.kw.index(k); i >= 0 {
+					kwBits |= 1 << i
+				}
+			}
+		}
+	}
+	msgs := append([]backend.Message(nil), st.msgs...)
+	locs := append([]loc(nil), st.locs...)
+	changed := false
+	var out []backend.Message
+	for _, uid := range uids {
+		i := st.find(uid)
+		if i < 0 {
+			continue
+		}
+		for attempt := 0; ; attempt++ {
+			old := locs[i]
+			of, ok := parseInfo(old.info)
+			nf, nk := of, ok
+			switch op {
+			case backend.FlagsAdd:
+				nf, nk = of|flags, ok|kwBits
+			case backend.FlagsRemove:
+				nf, nk = of&^flags, ok&^kwBits
+			case backend.FlagsReplace:
+				nf, nk = flags, kwBits
+			}
+			if nf == of && nk == ok || !old.known {
+				break
+			}
+			nl := loc{info: st.s.intern(makeInfo(old.info, nf, nk)), known: true}
+			err := renameNoReplace(st.filePath(msgs[i].Key, old), st.filePath(msgs[i].Key, nl))
+			if err == nil {
+				locs[i] = nl
+				msgs[i].Flags, msgs[i].Keywords = nf, st.keywords(nk)
+				changed = true
+				break
+			}
+			if !errors.Is(err, fs.ErrNotExist) || attempt > 0 {
+				return nil, fmt.Errorf("maildir: set flags of UID %d in %s: %w", uid, mb.name, err)
+			}
+			// Moved by another process: look again, then retry once.
+			if err := st.rescan(ctx, nil); err != nil {
+				return nil, err
+			}
+			msgs = append([]backend.Message(nil), st.msgs...)
+			locs = append([]loc(nil), st.locs...)
+			if i = st.find(uid); i < 0 {
+				break
+			}
+		}
+		if i >= 0 && st.find(uid) >= 0 {
+			out = append(out, msgs[i])
+		}
+	}
+	if changed {
+		st.msgs, st.locs = msgs, locs
+		st.snap = nil
+		st.notify()
+	}
+	return out, nil
+}

@@ -1,0 +1,418 @@
+package maildir
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/roost-mail/roost/backend"
+)
+
+// mboxState is the in-process view of one mailbox directory, shared by all
+// handles of this Store that have it open. Its mutex serialises this
+// process's writers; other processes are excluded by the uidlist dotlock.
+
+const (
+	uidlistStale = 2 * time.Minute // Dovecot's MAILDIR_UIDLIST_LOCK_STALE_TIMEOUT
+	tmpMaxAge    = 36 * time.Hour  // Maildir spec and Dovecot
+)
+
+// loc is where a message file is now: its info part and directory.
+type loc struct {
+	info  string
+	inNew bool
+	known bool // false until a listing found the file
+}
+
+type mboxState struct {
+	s    *Store
+	dir  string
+	refs int // guarded by s.mu
+
+	mu          sync.Mutex
+	loaded      bool
+	uidValidity uint32
+	nextUID     uint32
+	hdrExtra    []string
+	msgs        []backend.Message // ascending UID; never modified once published
+	locs        []loc             // parallel to msgs
+	byKey       map[string]backend.UID
+	ext         map[backend.UID]string
+	kw          keywordTable
+	kwID        fileID
+	kwCache     map[uint32][]string
+	ulID        fileID
+	newID       fileID
+	curID       fileID
+	snap        *backend.Snapshot
+	own         owner
+	mustWrite   bool // the uidlist on disk is missing or was rebuilt
+
+	chMu    sync.Mutex
+	dirty   bool
+	changed chan struct{}
+
+	stopWatch func()
+}
+
+func (st *mboxState) path(i int) string {
+	sub := "cur"
+	if st.locs[i].inNew {
+		sub = "new"
+	}
+	return filepath.Join(st.dir, sub, st.msgs[i].Key+st.locs[i].info)
+}
+
+// notify closes the current Changed channel: every snapshot handed out so
+// far is now possibly out of date.
+func (st *mboxState) notify() {
+	st.chMu.Lock()
+	st.dirty = true
+	close(st.changed)
+	st.changed = make(chan struct{})
+	st.chMu.Unlock()
+}
+
+// startScan clears the dirty flag and returns the channel that the
+// snapshot being built will carry; a change during the scan closes it.
+func (st *mboxState) startScan() chan struct{} {
+	st.chMu.Lock()
+	defer st.chMu.Unlock()
+	st.dirty = false
+	return st.changed
+}
+
+func (st *mboxState) isDirty() bool {
+	st.chMu.Lock()
+	defer st.chMu.Unlock()
+	return st.dirty
+}
+
+func (st *mboxState) find(uid backend.UID) int {
+	i := sort.Search(len(st.msgs), func(i int) bool { return st.msgs[i].UID >= uid })
+	if i < len(st.msgs) && st.msgs[i].UID == uid {
+		return i
+	}
+	return -1
+}
+
+// sync returns a current snapshot, rescanning only when something changed.
+func (st *mboxState) sync(ctx context.Context, force bool) (*backend.Snapshot, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.syncLocked(ctx, force)
+}
+
+func (st *mboxState) syncLocked(ctx context.Context, force bool) (*backend.Snapshot, error) {
+	if _, err := os.Stat(st.dir); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s was deleted", backend.ErrNoSuchMailbox, st.dir)
+		}
+		return nil, err
+	}
+	if !force && st.snap != nil && !st.isDirty() &&
+		statID(filepath.Join(st.dir, "new")) == st.newID &&
+		statID(filepath.Join(st.dir, "cur")) == st.curID &&
+		statID(filepath.Join(st.dir, uidlistName)) == st.ulID &&
+		!recent(st.newID) && !recent(st.curID) {
+		return st.snap, nil
+	}
+	if err := st.rescan(ctx, nil); err != nil {
+		return nil, err
+	}
+	return st.snap, nil
+}
+
+// recent reports whether a directory changed so lately that a further
+// change within the file system's timestamp granularity would not show.
+func recent(id fileID) bool {
+	return time.Since(time.Unix(0, id.mtime)) < time.Second
+}
+
+// listing is one read of new/ and cur/.
+type listing struct {
+	newID, curID fileID
+	names        []string // "new/" names first, then "cur/"
+	nNew         int
+	stable       bool
+}
+
+func (st *mboxState) list() (listing, error) {
+	var l listing
+	for attempt := 0; attempt < 4; attempt++ {
+		nb := statID(filepath.Join(st.dir, "new"))
+		cb := statID(filepath.Join(st.dir, "cur"))
+		// new/ first: a file moving new -> cur meanwhile is then seen in cur/.
+		nn, err := readNames(filepath.Join(st.dir, "new"))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return l, fmt.Errorf("list %s/new: %w", st.dir, err)
+		}
+		cn, err := readNames(filepath.Join(st.dir, "cur"))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return l, fmt.Errorf("list %s/cur: %w", st.dir, err)
+		}
+		l = listing{newID: nb, curID: cb, names: append(nn, cn...), nNew: len(nn)}
+		l.stable = statID(filepath.Join(st.dir, "new")) == nb && statID(filepath.Join(st.dir, "cur")) == cb
+		if l.stable {
+			break
+		}
+	}
+	return l, nil
+}
+
+// rescan matches the directory listing with the uidlist, gives UIDs to new
+// files and publishes a new snapshot. lk is the uidlist lock if the caller
+// holds it. Caller holds st.mu.
+func (st *mboxState) rescan(ctx context.Context, lk *dotlock) error {
+	ownLock := false
+	defer func() {
+		if ownLock {
+			if err := lk.release(); err != nil {
+				st.s.log.Error("release uidlist lock", "dir", st.dir, "err", err)
+			}
+		}
+	}()
+	for {
+		ch := st.startScan()
+		l, err := st.list()
+		if err != nil {
+			return err
+		}
+		if err := st.loadState(lk != nil); err != nil {
+			return err
+		}
+		res := st.match(l)
+		if len(res.unknown) == 0 && res.enrich == nil && !st.mustWrite {
+			all, locs, visible, changed := st.build(&res)
+			st.commit(&res, all, locs, visible, changed, l, ch)
+			return nil
+		}
+		if lk == nil {
+			// Take the lock and look again: another writer may have given
+			// these files UIDs while we waited.
+			lk, err = st.lockUidlist(ctx)
+			if err != nil {
+				return err
+			}
+			ownLock = true
+			continue
+		}
+		next := st.nextUID
+		st.assign(&res)
+		all, locs, visible, changed := st.build(&res)
+		if err := st.writeUidlist(all); err != nil {
+			st.nextUID = next
+			return err
+		}
+		st.mustWrite = false
+		st.commit(&res, all, locs, visible, changed, l, ch)
+		return nil
+	}
+}
+
+func (st *mboxState) lockUidlist(ctx context.Context) (*dotlock, error) {
+	lk, err := acquireDotlock(ctx, filepath.Join(st.dir, uidlistName+".lock"), uidlistStale, st.s.lockWait(), st.s.names)
+	if err != nil {
+		return nil, fmt.Errorf("lock uidlist of %s: %w", st.dir, err)
+	}
+	return lk, nil
+}
+
+// loadState reloads the uidlist and keywords if they changed on disk (or
+// were never read). With the lock held the result is authoritative.
+func (st *mboxState) loadState(locked bool) error {
+	kwPath := filepath.Join(st.dir, keywordsName)
+	if id := statID(kwPath); !st.loaded || id != st.kwID {
+		st.kwID = id
+		st.kw = keywordTable{}
+		st.kwCache = map[uint32][]string{}
+		if data, err := os.ReadFile(kwPath); err == nil {
+			kt, warns := parseKeywords(data)
+			for _, w := range warns {
+				st.s.log.Warn("dovecot-keywords: bad line; those keyword letters stay on the files but show no keyword", "file", kwPath, "problem", w)
+			}
+			st.kw = kt
+		}
+	}
+	ulPath := filepath.Join(st.dir, uidlistName)
+	id := statID(ulPath)
+	if st.loaded && id == st.ulID {
+		return nil
+	}
+	ul, fresh, err := st.readUidlist(ulPath, locked)
+	if err != nil {
+		return err
+	}
+	st.mustWrite = fresh
+	st.ulID = id
+	st.loaded = true
+	st.uidValidity, st.nextUID, st.hdrExtra = ul.uidValidity, ul.nextUID, ul.hdrExtra
+	old := st.byKey
+	oldMsgs, oldLocs := st.msgs, st.locs
+	st.msgs = make([]backend.Message, 0, len(ul.recs))
+	st.locs = make([]loc, 0, len(ul.recs))
+	st.byKey = make(map[string]backend.UID, len(ul.recs))
+	st.ext = map[backend.UID]string{}
+	for _, r := range ul.recs {
+		if _, dup := st.byKey[r.key]; dup {
+			st.s.log.Warn("dovecot-uidlist lists a file twice; keeping the lower UID", "dir", st.dir, "file", r.key)
+			continue
+		}
+		m := backend.Message{UID: backend.UID(r.uid), Key: r.key, Size: r.vsize, UIDL: r.uidl}
+		if r.mtime > 0 {
+			m.InternalDate = time.Unix(r.mtime, 0)
+		}
+		lc := loc{}
+		// Keep what we knew about the file (flags, place) if UID and key agree.
+		if ouid, ok := old[r.key]; ok && ouid == m.UID {
+			i := sort.Search(len(oldMsgs), func(i int) bool { return oldMsgs[i].UID >= ouid })
+			if i < len(oldMsgs) && oldMsgs[i].UID == ouid {
+				om := oldMsgs[i]
+				m.Flags, m.Keywords, lc = om.Flags, om.Keywords, oldLocs[i]
+				if m.Size < 0 {
+					m.Size = om.Size
+				}
+				if m.InternalDate.IsZero() {
+					m.InternalDate = om.InternalDate
+				}
+			}
+		}
+		st.byKey[r.key] = m.UID
+		st.msgs = append(st.msgs, m)
+		st.locs = append(st.locs, lc)
+		if r.ext != "" {
+			st.ext[m.UID] = r.ext
+		}
+	}
+	return nil
+}
+
+// readUidlist reads dovecot-uidlist, importing courierimapuiddb or starting
+// a fresh list when there is none. A corrupt list is rebuilt keeping its
+// UIDVALIDITY when the header can still be read.
+func (st *mboxState) readUidlist(path string, locked bool) (ul *uidlist, fresh bool, err error) {
+	data, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, false, fmt.Errorf("read %s: %w", path, err)
+	}
+	if err == nil {
+		parsed, warns, perr := parseUidlist(data)
+		for _, w := range warns {
+			st.s.log.Warn("dovecot-uidlist: bad record; its message gets a new UID", "file", path, "problem", w)
+		}
+		if perr == nil {
+			return parsed, false, nil
+		}
+		if !locked && len(data) == 0 {
+			// Another writer may be mid-way; Roost and Dovecot rename
+			// complete files, so an empty file is someone else's damage.
+			st.s.log.Warn("dovecot-uidlist is empty", "file", path)
+		}
+		st.s.log.Error("dovecot-uidlist is unreadable; rebuilding it", "file", path, "err", perr)
+		if old, ok := salvageUIDValidity(data); ok {
+			old.hdrExtra = []string{newMailboxGUID()}
+			st.s.log.Warn("dovecot-uidlist rebuilt keeping its UIDVALIDITY and readable records", "file", path, "uidvalidity", old.uidValidity, "records", len(old.recs))
+			return old, true, nil
+		}
+		return st.freshUidlist(), true, nil
+	}
+	cpath := filepath.Join(st.dir, "courierimapuiddb")
+	if cdata, cerr := os.ReadFile(cpath); cerr == nil {
+		cul, warns, perr := parseUidlist(cdata)
+		if perr == nil && cul.version == 1 {
+			for _, w := range warns {
+				st.s.log.Warn("courierimapuiddb: bad record", "file", cpath, "problem", w)
+			}
+			st.s.log.Info("importing Courier UIDs into dovecot-uidlist", "file", cpath, "messages", len(cul.recs))
+			cul.version = 3
+			cul.hdrExtra = []string{newMailboxGUID()}
+			return cul, true, nil
+		}
+		st.s.log.Warn("courierimapuiddb unreadable; ignoring it", "file", cpath, "err", perr)
+	}
+	return st.freshUidlist(), true, nil
+}
+
+// salvageUIDValidity rebuilds a damaged list from whatever survives: the
+// V and N fields of the header and every well-formed record after it.
+func salvageUIDValidity(data []byte) (*uidlist, bool) {
+	hdr, rest, _ := strings.Cut(string(data), "\n")
+	var v, n string
+	for _, f := range strings.Fields(hdr) {
+		if len(f) > 1 && (f[0] == 'V' || f[0] == 'N') && strings.Trim(f[1:], "0123456789") == "" {
+			if f[0] == 'V' {
+				v = f
+			} else {
+				n = f
+			}
+		}
+	}
+	if v == "" {
+		return nil, false
+	}
+	if n == "" {
+		n = "N1"
+	}
+	ul, _, err := parseUidlist([]byte("3 " + v + " " + n + "\n" + rest))
+	if err != nil {
+		return nil, false
+	}
+	return ul, true
+}
+
+func (st *mboxState) freshUidlist() *uidlist {
+	return &uidlist{version: 3, uidValidity: st.s.nextUIDValidity(), nextUID: 1, hdrExtra: []string{newMailboxGUID()}}
+}
+
+// measure returns a message file's CRLF size (from ",W=" or by reading
+// it) and its mtime (the INTERNALDATE).
+func (s *Store) measure(path, key string) (int64, time.Time, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	if w, ok := sizeField(key, 'W'); ok {
+		return w, st.ModTime(), nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	defer f.Close()
+	n, err := crlfSize(f)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("read %s: %w", path, err)
+	}
+	return n, st.ModTime(), nil
+}
+
+// crlfSize returns the size r would have with every bare LF made CRLF.
+func crlfSize(r io.Reader) (int64, error) {
+	buf := make([]byte, 64*1024)
+	var n int64
+	prevCR := false
+	for {
+		k, err := r.Read(buf)
+		for _, c := range buf[:k] {
+			if c == '\n' && !prevCR {
+				n++
+			}
+			prevCR = c == '\r'
+		}
+		n += int64(k)
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+}

@@ -1,0 +1,233 @@
+package maildir
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/roost-mail/roost/backend"
+)
+
+// Options configure a Store. The zero value is useful: the five standard
+// special-use folders, no fsync, Trash not counted in quota, no grace.
+type Options struct {
+	// SpecialUse maps folder names to RFC 6154 attributes (`\Sent`, ...).
+	// Listed folders are created at Open. nil means DefaultSpecialUse; an
+	// empty map means none.
+	SpecialUse map[string]string
+	// Fsync makes every acknowledged write durable (fsync of the file and
+	// its directory) before it returns. Production sets it; tests may not.
+	Fsync bool
+	// IncludeTrash counts the \Trash folder in quota usage (Courier's
+	// --with-trashquota). By default Trash is not counted.
+	IncludeTrash bool
+	// GracePercent lets the message that crosses the limit through if the
+	// result stays within limit + GracePercent% (Dovecot's quota_grace).
+	GracePercent int
+	// Logger receives warnings about damaged files and recoveries. nil
+	// discards them.
+	Logger *slog.Logger
+	// PollInterval is how often a mailbox with open snapshots checks its
+	// directories when inotify is unavailable (NFS). Default 5s.
+	PollInterval time.Duration
+	// LockTimeout bounds the wait for a dovecot-uidlist lock. Default 30s.
+	LockTimeout time.Duration
+}
+
+// DefaultSpecialUse is the set of folders created for every user when
+// Options.SpecialUse is nil.
+func DefaultSpecialUse() map[string]string {
+	return map[string]string{
+		"Sent":    backend.SpecialUseSent,
+		"Drafts":  backend.SpecialUseDrafts,
+		"Trash":   backend.SpecialUseTrash,
+		"Junk":    backend.SpecialUseJunk,
+		"Archive": backend.SpecialUseArchive,
+	}
+}
+
+// Store implements backend.Store over Maildir++ directories.
+type Store struct {
+	opts  Options
+	log   *slog.Logger
+	names *nameGen
+
+	mu      sync.Mutex
+	boxes   map[string]*mboxState
+	interns map[string]string
+	hub     *watchHub
+}
+
+var _ backend.Store = (*Store)(nil)
+
+// New returns a Store. Options are copied.
+func New(opts Options) *Store {
+	if opts.SpecialUse == nil {
+		opts.SpecialUse = DefaultSpecialUse()
+	} else {
+		m := make(map[string]string, len(opts.SpecialUse))
+		for k, v := range opts.SpecialUse {
+			m[k] = v
+		}
+		opts.SpecialUse = m
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = 5 * time.Second
+	}
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = 30 * time.Second
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Store{opts: opts, log: log, names: newNameGen(), boxes: map[string]*mboxState{}, interns: map[string]string{}}
+}
+
+func (s *Store) lockWait() time.Duration { return s.opts.LockTimeout }
+
+// intern shares the few distinct info strings (":2,S", ":2,RS", ...)
+// among all messages, which keeps a 100k snapshot small.
+func (s *Store) intern(info string) string {
+	if info == "" {
+		return ""
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v, ok := s.interns[info]; ok {
+		return v
+	}
+	if len(s.interns) > 4096 {
+		return info
+	}
+	s.interns[info] = info
+	return info
+}
+
+// nextUIDValidity returns a fresh UIDVALIDITY: the current time, but
+// never the same value twice in this process.
+func (s *Store) nextUIDValidity() uint32 {
+	return uint32(s.names.nextSecond())
+}
+
+// Open opens (creating if needed) the Maildir of acct.
+func (s *Store) Open(ctx context.Context, acct backend.Account) (backend.User, error) {
+	if acct.Maildir == "" || !filepath.IsAbs(acct.Maildir) {
+		return nil, fmt.Errorf("maildir: account %q has Maildir %q; it must be an absolute path", acct.Name, acct.Maildir)
+	}
+	root := filepath.Clean(acct.Maildir)
+	own := owner{uid: acct.UID, gid: acct.GID}
+	if err := os.MkdirAll(filepath.Dir(root), 0o755); err != nil {
+		return nil, fmt.Errorf("maildir: create parent of %s: %w", root, err)
+	}
+	if err := mkdirOwned(root, own); err != nil {
+		return nil, fmt.Errorf("maildir: create %s: %w", root, err)
+	}
+	for _, sub := range []string{"cur", "new", "tmp"} {
+		if err := mkdirOwned(filepath.Join(root, sub), own); err != nil {
+			return nil, fmt.Errorf("maildir: create %s/%s: %w", root, sub, err)
+		}
+	}
+	u := &user{s: s, acct: acct, root: root, own: own,
+		log: s.log.With("user", acct.Name)}
+	for name, use := range s.opts.SpecialUse {
+		canon, err := normalizeName(name)
+		if err != nil || canon == "INBOX" {
+			u.log.Error("special-use folder name is not usable; skipped", "folder", name, "err", err)
+			continue
+		}
+		if err := u.createFolder(canon, ""); err != nil && !errors.Is(err, backend.ErrMailboxExists) {
+			return nil, fmt.Errorf("maildir: create special-use folder %q for %s: %w", name, acct.Name, err)
+		}
+		_ = use
+	}
+	if err := u.syncQuotaLimit(); err != nil {
+		u.log.Warn("cannot update maildirsize header", "err", err)
+	}
+	return u, nil
+}
+
+// acquire returns the shared state of the mailbox directory dir.
+func (s *Store) acquire(dir string, own owner) *mboxState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.boxes[dir]
+	if st == nil {
+		st = &mboxState{s: s, dir: dir, own: own, changed: make(chan struct{}), kwCache: map[uint32][]string{}}
+		s.boxes[dir] = st
+	}
+	st.refs++
+	if st.refs == 1 {
+		st.stopWatch = s.watch(st)
+	}
+	return st
+}
+
+func (s *Store) releaseState(st *mboxState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st.refs--
+	if st.refs == 0 {
+		if st.stopWatch != nil {
+			st.stopWatch()
+		}
+		delete(s.boxes, st.dir)
+	}
+}
+
+// notifyDir tells open handles of dir (and of folders below it when
+// prefix) that their mailbox changed, e.g. was deleted or renamed.
+func (s *Store) notifyDir(dir string, prefix bool) {
+	s.mu.Lock()
+	var sts []*mboxState
+	for d, st := range s.boxes {
+		if d == dir || (prefix && strings.HasPrefix(d, dir+".")) {
+			sts = append(sts, st)
+		}
+	}
+	s.mu.Unlock()
+	for _, st := range sts {
+		st.notify()
+	}
+}
+
+// cleanTmp removes files in tmp/ older than 36 hours: deliveries that
+// crashed before their rename (Maildir spec, Dovecot).
+func (s *Store) cleanTmp(dir string) {
+	tmp := filepath.Join(dir, "tmp")
+	names, err := readNames(tmp)
+	if err != nil {
+		return
+	}
+	cutoff := time.Now().Add(-tmpMaxAge)
+	for _, n := range names {
+		p := filepath.Join(tmp, n)
+		st, err := os.Lstat(p)
+		if err != nil || st.IsDir() || st.ModTime().After(cutoff) {
+			continue
+		}
+		if err := os.Remove(p); err == nil {
+			s.log.Info("removed stale tmp file", "file", p, "mtime", st.ModTime())
+		}
+	}
+}
+
+// Close stops change detection. Open users and mailboxes must be closed
+// first; the Store must not be used afterwards.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	h := s.hub
+	s.hub = nil
+	s.mu.Unlock()
+	if h != nil {
+		return h.w.Close()
+	}
+	return nil
+}

@@ -1,0 +1,277 @@
+package maildir
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/roost-mail/roost/backend"
+)
+
+const (
+	missing = iota
+	present
+	hidden // listed in the uidlist, file not seen in an unstable listing
+)
+
+type enrich struct {
+	size int64
+	date time.Time
+}
+
+// matchResult is the outcome of comparing a listing with the uidlist.
+type matchResult struct {
+	state   []uint8 // parallel to st.msgs
+	found   []loc   // parallel to st.msgs: where the file is now
+	enrich  map[int]enrich
+	unknown []string // "new/" or "cur/" + name
+	added   []backend.Message
+	addLocs []loc
+}
+
+func (st *mboxState) match(l listing) matchResult {
+	res := matchResult{state: make([]uint8, len(st.msgs)), found: make([]loc, len(st.msgs))}
+	for i, name := range l.names {
+		if !validFileName(name) {
+			continue
+		}
+		key, info := splitName(name)
+		inNew := i < l.nNew
+		sub := "cur/"
+		if inNew {
+			sub = "new/"
+		}
+		uid, ok := st.byKey[key]
+		idx := -1
+		if ok {
+			idx = st.find(uid)
+		}
+		if idx < 0 {
+			res.unknown = append(res.unknown, sub+name)
+			continue
+		}
+		if res.state[idx] == present {
+			// The same base name twice (new/ and cur/, or two info parts):
+			// the second copy gets a new name and UID, nothing is lost.
+			res.unknown = append(res.unknown, sub+name)
+			continue
+		}
+		res.state[idx] = present
+		res.found[idx] = loc{info: st.s.intern(info), inNew: inNew, known: true}
+	}
+	for i := range st.msgs {
+		m := &st.msgs[i]
+		if res.state[i] != present {
+			// Missing from the listing. Trust a stable listing unless the
+			// file is still where we last saw it (a readdir race).
+			if st.locs[i].known {
+				if _, err := os.Lstat(st.path(i)); err == nil {
+					res.state[i], res.found[i] = present, st.locs[i]
+					continue
+				}
+			}
+			if !l.stable {
+				res.state[i], res.found[i] = hidden, st.locs[i]
+				if st.locs[i].known {
+					res.state[i] = present
+				}
+			}
+			continue
+		}
+		if m.Size < 0 || m.InternalDate.IsZero() {
+			// Dovecot's list lacks W or T: compute once, cache in the uidlist.
+			p := st.filePath(m.Key, res.found[i])
+			size, date, err := st.s.measure(p, m.Key)
+			if err != nil {
+				st.s.log.Warn("cannot read message file", "file", p, "err", err)
+				res.state[i] = hidden
+				continue
+			}
+			e := enrich{size: m.Size, date: m.InternalDate}
+			if e.size < 0 {
+				e.size = size
+			}
+			if e.date.IsZero() {
+				e.date = date
+			}
+			if res.enrich == nil {
+				res.enrich = map[int]enrich{}
+			}
+			res.enrich[i] = e
+		}
+	}
+	return res
+}
+
+func (st *mboxState) filePath(key string, lc loc) string {
+	sub := "cur"
+	if lc.inNew {
+		sub = "new"
+	}
+	return filepath.Join(st.dir, sub, key+lc.info)
+}
+
+// assign gives the unknown files the next UIDs, in name order (which is
+// delivery order for the usual <seconds>.<...> names). Caller holds the
+// uidlist lock.
+func (st *mboxState) assign(res *matchResult) {
+	sort.Strings(res.unknown)
+	seen := map[string]bool{}
+	for _, rel := range res.unknown {
+		inNew := rel[:4] == "new/"
+		name := rel[4:]
+		key, info := splitName(name)
+		if _, dup := st.byKey[key]; dup || seen[key] {
+			nk, err := st.renameDuplicate(rel[:3], key, info)
+			if err != nil {
+				st.s.log.Error("duplicate message file name; cannot rename it, leaving it unlisted", "dir", st.dir, "file", rel, "err", err)
+				continue
+			}
+			st.s.log.Warn("duplicate message file name; renamed the copy, which gets a new UID", "dir", st.dir, "file", rel, "new", nk)
+			key = nk
+		}
+		lc := loc{info: st.s.intern(info), inNew: inNew, known: true}
+		size, date, err := st.s.measure(st.filePath(key, lc), key)
+		if err != nil {
+			// Vanished meanwhile (expunged by another process): no UID.
+			continue
+		}
+		seen[key] = true
+		fl, kw := parseInfo(info)
+		res.added = append(res.added, backend.Message{
+			UID: backend.UID(st.nextUID), Key: key, Flags: fl, Keywords: st.keywords(kw),
+			InternalDate: date, Size: size,
+		})
+		res.addLocs = append(res.addLocs, lc)
+		st.nextUID++
+	}
+}
+
+// renameDuplicate gives a file whose base name is already taken a fresh
+// base name, keeping its size fields.
+func (st *mboxState) renameDuplicate(sub, key, info string) (string, error) {
+	nk := st.s.names.next()
+	if s, ok := sizeField(key, 'S'); ok {
+		nk += fmt.Sprintf(",S=%d", s)
+	}
+	if w, ok := sizeField(key, 'W'); ok {
+		nk += fmt.Sprintf(",W=%d", w)
+	}
+	d := filepath.Join(st.dir, sub)
+	if err := renameNoReplace(filepath.Join(d, key+info), filepath.Join(d, nk+info)); err != nil {
+		return "", err
+	}
+	return nk, nil
+}
+
+// build makes the new message list from a match. all includes hidden
+// messages (they stay in the uidlist); visible is what the snapshot shows.
+func (st *mboxState) build(res *matchResult) (all []backend.Message, locs []loc, visible []backend.Message, changed bool) {
+	n := len(st.msgs) + len(res.added)
+	all = make([]backend.Message, 0, n)
+	locs = make([]loc, 0, n)
+	nHidden := 0
+	for i, m := range st.msgs {
+		switch res.state[i] {
+		case missing:
+			changed = true
+			continue
+		case hidden:
+			nHidden++
+		case present:
+			fl, kw := parseInfo(res.found[i].info)
+			if fl != m.Flags || res.found[i].info != st.locs[i].info {
+				changed = true
+			}
+			m.Flags, m.Keywords = fl, st.keywords(kw)
+		}
+		if e, ok := res.enrich[i]; ok {
+			m.Size, m.InternalDate = e.size, e.date
+		}
+		all = append(all, m)
+		locs = append(locs, res.found[i])
+	}
+	if len(res.added) > 0 {
+		changed = true
+	}
+	all = append(all, res.added...)
+	locs = append(locs, res.addLocs...)
+	visible = all
+	if nHidden > 0 {
+		visible = make([]backend.Message, 0, len(all)-nHidden)
+		for i, m := range all {
+			if i < len(st.msgs) && res.state[i] == hidden {
+				continue
+			}
+			visible = append(visible, m)
+		}
+	}
+	return all, locs, visible, changed
+}
+
+// commit installs a built message list and publishes its snapshot. ch
+// is the Changed channel taken when the scan started.
+func (st *mboxState) commit(res *matchResult, all []backend.Message, locs []loc, visible []backend.Message, changed bool, l listing, ch chan struct{}) {
+	for i, m := range st.msgs {
+		if res.state[i] == missing {
+			delete(st.byKey, m.Key)
+			delete(st.ext, m.UID)
+		}
+	}
+	for _, m := range res.added {
+		st.byKey[m.Key] = m.UID
+	}
+	st.msgs, st.locs = all, locs
+	st.newID, st.curID = l.newID, l.curID
+	st.chMu.Lock()
+	select {
+	case <-ch:
+		// A change arrived during the scan: hand out the closed channel so
+		// that the caller looks again.
+	default:
+		if changed {
+			// Holders of earlier snapshots must hear about this change.
+			close(ch)
+			st.changed = make(chan struct{})
+			ch = st.changed
+		}
+	}
+	st.chMu.Unlock()
+	st.snap = &backend.Snapshot{UIDValidity: st.uidValidity, UIDNext: backend.UID(st.nextUID), Messages: visible, Changed: ch}
+}
+
+// keywords returns the shared, sorted keyword slice for letter bits.
+func (st *mboxState) keywords(bits uint32) []string {
+	if bits == 0 {
+		return nil
+	}
+	if k, ok := st.kwCache[bits]; ok {
+		return k
+	}
+	k := st.kw.names(bits)
+	st.kwCache[bits] = k
+	return k
+}
+
+// writeUidlist writes all (the full message list) as the uidlist. Caller
+// holds the uidlist lock.
+func (st *mboxState) writeUidlist(all []backend.Message) error {
+	ul := uidlist{version: 3, uidValidity: st.uidValidity, nextUID: st.nextUID, hdrExtra: st.hdrExtra}
+	ul.recs = make([]ulRec, len(all))
+	for i, m := range all {
+		r := ulRec{uid: uint32(m.UID), key: m.Key, vsize: m.Size, uidl: m.UIDL, ext: st.ext[m.UID]}
+		if !m.InternalDate.IsZero() {
+			r.mtime = m.InternalDate.Unix()
+		}
+		ul.recs[i] = r
+	}
+	p := filepath.Join(st.dir, uidlistName)
+	if err := writeAtomic(p, ul.marshal(), st.s.opts.Fsync, st.own, st.s.names); err != nil {
+		st.loaded = false // reread before trusting memory again
+		return fmt.Errorf("write uidlist: %w", err)
+	}
+	st.ulID = statID(p)
+	return nil
+}

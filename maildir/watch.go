@@ -1,0 +1,132 @@
+package maildir
+
+import (
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// Change detection for long-lived readers (IMAP IDLE): one inotify watcher
+// per Store on the new/ and cur/ directories of open mailboxes; where
+// inotify is unavailable or fails (NFS, instance limits), a goroutine polls
+// the directories' identities every Options.PollInterval.
+
+type watchHub struct {
+	w    *fsnotify.Watcher
+	mu   sync.Mutex            // never held while calling w
+	dirs map[string]*mboxState // watched directory -> state
+}
+
+func (h *watchHub) set(d string, st *mboxState) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if st == nil {
+		delete(h.dirs, d)
+	} else {
+		h.dirs[d] = st
+	}
+}
+
+// watch starts change detection for st and returns its stop function.
+// Caller holds s.mu.
+func (s *Store) watch(st *mboxState) func() {
+	subs := []string{filepath.Join(st.dir, "new"), filepath.Join(st.dir, "cur")}
+	if s.hub == nil {
+		w, err := fsnotify.NewWatcher()
+		if err == nil {
+			s.hub = &watchHub{w: w, dirs: map[string]*mboxState{}}
+			go s.runHub(s.hub)
+		} else {
+			s.log.Info("inotify unavailable; polling mailboxes for changes", "err", err, "interval", s.opts.PollInterval)
+		}
+	}
+	if s.hub != nil {
+		var added []string
+		var err error
+		for _, d := range subs {
+			if err = s.hub.w.Add(d); err != nil {
+				break
+			}
+			added = append(added, d)
+			s.hub.set(d, st)
+		}
+		if err == nil {
+			hub := s.hub
+			return func() { // called with s.mu held
+				for _, d := range added {
+					hub.set(d, nil)
+					_ = hub.w.Remove(d)
+				}
+			}
+		}
+		for _, d := range added {
+			s.hub.set(d, nil)
+			_ = s.hub.w.Remove(d)
+		}
+		s.log.Info("cannot watch mailbox; polling it", "dir", st.dir, "err", err)
+	}
+	return s.poll(st, subs)
+}
+
+func (s *Store) runHub(h *watchHub) {
+	for {
+		select {
+		case ev, ok := <-h.w.Events:
+			if !ok {
+				return
+			}
+			h.mu.Lock()
+			st := h.dirs[filepath.Dir(ev.Name)]
+			h.mu.Unlock()
+			if st != nil {
+				st.notify()
+			}
+		case err, ok := <-h.w.Errors:
+			if !ok {
+				return
+			}
+			// Lost events (queue overflow): tell every open mailbox.
+			s.log.Warn("inotify error; rescanning open mailboxes", "err", err)
+			h.mu.Lock()
+			var all []*mboxState
+			for _, st := range h.dirs {
+				all = append(all, st)
+			}
+			h.mu.Unlock()
+			for _, st := range all {
+				st.notify()
+			}
+		}
+	}
+}
+
+func (s *Store) poll(st *mboxState, subs []string) func() {
+	stop := make(chan struct{})
+	go func() {
+		ids := make([]fileID, len(subs))
+		for i, d := range subs {
+			ids[i] = statID(d)
+		}
+		t := time.NewTicker(s.opts.PollInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			changed := false
+			for i, d := range subs {
+				if id := statID(d); id != ids[i] {
+					ids[i], changed = id, true
+				}
+			}
+			if changed {
+				st.notify()
+			}
+		}
+	}()
+	return func() { close(stop) }
+}
