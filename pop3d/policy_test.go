@@ -200,12 +200,12 @@ func TestExpire(t *testing.T) {
 		S: EXPIRE 7
 		S: IMPLEMENTATION Roost
 		S: .
-		C: TOP `+strconv.Itoa(num["C"])+` 0
+		C: TOP ` + strconv.Itoa(num["C"]) + ` 0
 		S: +OK
 		S: Subject: old never retrieved
 		S:
 		S: .
-		C: RETR `+strconv.Itoa(num["B"])+`
+		C: RETR ` + strconv.Itoa(num["B"]) + `
 		S: +OK...
 		S: Subject: old unseen, retrieved now
 		S:
