@@ -252,9 +252,6 @@ func (l *Listener) admit(c net.Conn, remote netip.Addr, remoteAddr, localAddr ne
 
 // refuse logs (rate-limited per reason), reports and closes c.
 func (l *Listener) refuse(c net.Conn, reason string, remote netip.Addr, cause error) {
-	if l.opts.OnRefuse != nil {
-		l.opts.OnRefuse(reason)
-	}
 	now := l.opts.Now()
 	l.mu.Lock()
 	rl := l.logs[reason]
@@ -276,6 +273,9 @@ func (l *Listener) refuse(c net.Conn, reason string, remote netip.Addr, cause er
 			attrs = append(attrs, "err", cause)
 		}
 		l.opts.Logger.Warn("connection refused", attrs...)
+	}
+	if l.opts.OnRefuse != nil {
+		l.opts.OnRefuse(reason)
 	}
 	if l.opts.RefuseMessage != "" && (reason == ReasonMaxConns || reason == ReasonMaxIPConns) {
 		// A new socket's send buffer is empty, so this does not block;

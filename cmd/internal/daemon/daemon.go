@@ -96,8 +96,26 @@ func Open(ctx context.Context, configPath, name string, stderr io.Writer) (*Env,
 	if err != nil {
 		return nil, err
 	}
+	e, err := newEnv(cfg, name, stderr)
+	if err != nil {
+		return nil, err
+	}
+	if e.Auth, err = e.openAuth(); err != nil {
+		e.Close()
+		return nil, err
+	}
+	if e.Store, err = e.openStore(); err != nil {
+		e.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// newEnv builds everything but the Authenticator and the Store.
+func newEnv(cfg *config.Config, name string, stderr io.Writer) (*Env, error) {
 	e := &Env{Name: name, Config: cfg, ShutdownTimeout: DefaultShutdownTimeout}
 	e.Logger = newLogger(cfg.Log, stderr).With("daemon", name)
+	var err error
 	if e.Trusted, err = ParsePrefixes(cfg.Security.TrustedNetworks); err != nil {
 		return nil, fmt.Errorf("security.trusted_networks: %w", err)
 	}
@@ -109,14 +127,6 @@ func Open(ctx context.Context, configPath, name string, stderr io.Writer) (*Env,
 	}
 	e.Penalty = penalty.New(penalty.Options{Max: cfg.Security.AuthPenaltyMax, Trusted: e.Trusted})
 	e.registerMetrics()
-	if e.Auth, err = e.openAuth(ctx); err != nil {
-		e.Close()
-		return nil, err
-	}
-	if e.Store, err = e.openStore(); err != nil {
-		e.Close()
-		return nil, err
-	}
 	return e, nil
 }
 

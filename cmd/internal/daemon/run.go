@@ -55,6 +55,7 @@ wait:
 			return nil
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
+				e.Logger.Info("reloading", "signal", s.String())
 				e.Reload()
 				continue
 			}
@@ -112,7 +113,6 @@ func (e *Env) shutdownTimeout() time.Duration {
 // (The passwd-file reloads itself when it changes.) A failed reload keeps
 // the old state and is logged.
 func (e *Env) Reload() {
-	e.Logger.Info("reloading")
 	e.TLS.Reload()
 }
 
