@@ -165,6 +165,9 @@ service pop3 {
 service auth {
   client_limit = {{.AuthClients}}
 }
+service anvil {
+  client_limit = {{.AuthClients}}
+}
 `))
 
 func (d *dovecot) Start(ctx context.Context, mailRoot string) error {
@@ -184,7 +187,7 @@ func (d *dovecot) Start(ctx context.Context, mailRoot string) error {
 	var b strings.Builder
 	err := dovecotConf.Execute(&b, map[string]any{
 		"Dir": d.dir, "Users": d.users, "Root": mailRoot, "UID": mailUID, "Port": d.ports,
-		"MaxConns": d.maxConns, "Cores": cores(), "AuthClients": d.maxConns + 100,
+		"MaxConns": d.maxConns, "Cores": cores(), "AuthClients": 5*d.maxConns + 100,
 	})
 	if err != nil {
 		return err

@@ -110,5 +110,6 @@ func idleOnce(ctx context.Context, e *env, n int) error {
 	e.res.Add(name, fmt.Sprintf("4 idle: RSS per connection, %d clients", n), "KiB", false, float64(rss-baseRSS)/float64(n))
 	e.res.Add(name, fmt.Sprintf("4 idle: PSS per connection, %d clients", n), "KiB", false, float64(pss-basePSS)/float64(n))
 	e.res.peak(name, rss)
+	e.res.idlePeak(name, pss)
 	return nil
 }

@@ -18,6 +18,7 @@ type Results struct {
 	byName   map[string]*row
 	failures map[string][]string // server -> messages
 	peakKB   map[string]int64    // server -> peak summed RSS
+	idlePSS  map[string]int64    // server -> summed PSS with the most idle clients
 }
 
 type row struct {
@@ -28,7 +29,7 @@ type row struct {
 }
 
 func newResults() *Results {
-	return &Results{byName: map[string]*row{}, failures: map[string][]string{}, peakKB: map[string]int64{}}
+	return &Results{byName: map[string]*row{}, failures: map[string][]string{}, peakKB: map[string]int64{}, idlePSS: map[string]int64{}}
 }
 
 // Add records one value for a row (rows keep the order they first appear in).
@@ -67,6 +68,12 @@ func (r *Results) peak(server string, kb int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.peakKB[server] = max(r.peakKB[server], kb)
+}
+
+func (r *Results) idlePeak(server string, pssKB int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.idlePSS[server] = max(r.idlePSS[server], pssKB)
 }
 
 // RowCount is the number of rows with at least one value.
@@ -206,9 +213,12 @@ func (r *Results) Markdown(m Meta, servers []string) string {
 			b.WriteString(" lower |\n")
 		}
 	}
-	b.WriteString("\n## Peak memory\n\nPeak of the summed RSS of all the server's processes, sampled every 250 ms over the whole run.\n\n| server | peak RSS |\n|---|---:|\n")
+	b.WriteString("\n## Peak memory\n\nPeak RSS is the summed RSS of all the server's processes, sampled every 250 ms over the whole run; " +
+		"it counts shared pages (libraries, Dovecot's mapped indexes) once per process. PSS splits shared pages between the processes " +
+		"that map them, so its sum is the memory the server really holds; it is taken with the most idle clients connected.\n\n" +
+		"| server | peak RSS | PSS with idle clients |\n|---|---:|---:|\n")
 	for _, s := range servers {
-		fmt.Fprintf(&b, "| %s | %.1f MiB |\n", s, float64(r.peakKB[s])/1024)
+		fmt.Fprintf(&b, "| %s | %.1f MiB | %.1f MiB |\n", s, float64(r.peakKB[s])/1024, float64(r.idlePSS[s])/1024)
 	}
 	b.WriteString("\n## Failures and wrong answers\n\n")
 	anyFail := false

@@ -63,7 +63,8 @@ func (r *roost) PIDs() []int { return r.procs.pids() }
 
 // roostConf matches the Dovecot instance: same passwd-file, 250M quota,
 // fsync on, an auth cache, plaintext logins on loopback, and connection
-// limits out of the way of the idle test.
+// limits out of the way of the idle test. The daemons run as root (the
+// harness is root), which security.allow_root permits.
 var roostConf = template.Must(template.New("conf").Parse(`# written by roost bench
 mail:
   root: {{.Root}}
@@ -86,6 +87,7 @@ lmtp:
   listen: ["127.0.0.1:{{.Port.lmtp}}"]
 security:
   allow_plaintext_auth: true
+  allow_root: true
   max_connections: {{.MaxConns}}
 log:
   level: warn
