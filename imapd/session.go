@@ -79,7 +79,7 @@ func (s *session) Close() error {
 	s.unselect()
 	if s.user != nil {
 		in, out := s.cc.in.Load(), s.cc.out.Load()
-		s.log.Info("logout", "user", s.username, "duration", time.Since(s.loginAt).Round(time.Millisecond),
+		s.log.Info("logout", "duration", time.Since(s.loginAt).Round(time.Millisecond),
 			"bytes_in", in, "bytes_out", out)
 		s.srv.releaseUser(s.ur)
 		s.releaseIP()
@@ -149,9 +149,9 @@ func (s *session) Login(username, password string) error {
 	if th != nil {
 		th.Succeed(s.remote, name)
 	}
+	result("ok", nil)
 	s.ur, s.user, s.username, s.loginAt, s.releaseIP = ur, ur.u, id.User, time.Now(), release
 	s.log = s.log.With("user", id.User)
-	result("ok", nil)
 	return nil
 }
 
