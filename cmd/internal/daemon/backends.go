@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"github.com/roost-mail/roost/auth/fileauth"
 	"github.com/roost-mail/roost/auth/ldapauth"
 	"github.com/roost-mail/roost/backend"
+	"github.com/roost-mail/roost/maildir"
 )
 
 // openAuth builds the configured Authenticator with site defaults and the
@@ -83,6 +83,15 @@ func (e *Env) openLDAP() (*ldapauth.Authenticator, error) {
 }
 
 // openStore builds the Maildir store.
-func (e *Env) openStore() (backend.Store, error) {
-	return nil, errors.New("the maildir store is not available in this build")
+func (e *Env) openStore() backend.Store {
+	c := e.Config
+	s := maildir.New(maildir.Options{
+		SpecialUse:   c.Mail.SpecialUse,
+		Fsync:        c.Mail.Fsync,
+		IncludeTrash: c.Quota.IncludeTrash,
+		GracePercent: c.Quota.GracePercent,
+		Logger:       e.Logger,
+	})
+	e.closeLater(s)
+	return s
 }

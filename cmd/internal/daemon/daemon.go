@@ -104,10 +104,7 @@ func Open(ctx context.Context, configPath, name string, stderr io.Writer) (*Env,
 		e.Close()
 		return nil, err
 	}
-	if e.Store, err = e.openStore(); err != nil {
-		e.Close()
-		return nil, err
-	}
+	e.Store = e.openStore()
 	return e, nil
 }
 
