@@ -36,8 +36,13 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		byName[name] = len(entries)
 		entries = append(entries, entry{name: name, info: info})
 	}
-	// A namespace prefix such as "Mail/" shows as a \Noselect parent.
-	if p := strings.TrimSuffix(s.srv.opts.NamespacePrefix, string(s.srv.delim)); p != "" && !strings.EqualFold(p, "INBOX") {
+	// A namespace prefix such as "Mail/" shows as a \Noselect parent;
+	// with Courier's "INBOX." every folder is a child of INBOX.
+	if p := strings.TrimSuffix(s.srv.opts.NamespacePrefix, string(s.srv.delim)); strings.EqualFold(p, "INBOX") {
+		if i, ok := byName["INBOX"]; ok && len(entries) > 1 {
+			entries[i].info.HasChildren = true
+		}
+	} else if p != "" {
 		if _, ok := byName[p]; !ok {
 			byName[p] = len(entries)
 			entries = append(entries, entry{name: p, info: backend.MailboxInfo{NoSelect: true, HasChildren: len(infos) > 1}})

@@ -2,9 +2,12 @@ package imapd_test
 
 import (
 	"io"
+	"os"
 	"strings"
 	"testing"
 )
+
+func osStat(p string) (os.FileInfo, error) { return os.Stat(p) }
 
 func ioReadFull(r io.Reader, b []byte) (int, error) { return io.ReadFull(r, b) }
 
