@@ -1,0 +1,121 @@
+package pop3d_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/roost-mail/roost/internal/testenv"
+)
+
+const dovecotPOP3 = "/usr/lib/dovecot/pop3"
+
+// dovecotUIDL runs Debian's Dovecot pop3 in pre-authenticated mode on
+// user's Maildir (as uid 65534, since Dovecot refuses root) and returns the
+// lines of its UIDL answer.
+func (e *env) dovecotUIDL(user string) []string {
+	e.t.Helper()
+	bin := testenv.Require(e.t, dovecotPOP3, "dovecot-pop3d")
+	dir := e.t.TempDir()
+	conf := filepath.Join(dir, "dovecot.conf")
+	err := os.WriteFile(conf, []byte(fmt.Sprintf(`base_dir = %[1]s/run
+state_dir = %[1]s/state
+log_path = %[1]s/log
+ssl = no
+mail_location = maildir:%[2]s
+mail_uid = 65534
+mail_gid = 65534
+first_valid_uid = 0
+first_valid_gid = 0
+`, dir, e.maildir(user))), 0o644)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	// Let uid 65534 reach and own the Maildir.
+	for p := e.maildir(user); p != "/" && p != os.TempDir(); p = filepath.Dir(p) {
+		os.Chmod(p, 0o755)
+		if strings.HasPrefix(p, e.maildir(user)) {
+			filepath.Walk(p, func(f string, _ os.FileInfo, _ error) error { return os.Chown(f, 65534, 65534) })
+		}
+	}
+	os.Chmod(dir, 0o755)
+	cmd := exec.CommandContext(e.t.Context(), bin, "-c", conf)
+	cmd.Env = []string{"USER=" + user, "HOME=" + filepath.Dir(e.maildir(user))}
+	cmd.Stdin = strings.NewReader("UIDL\r\nQUIT\r\n")
+	stdout, err := cmd.Output()
+	out := string(stdout)
+	if err != nil || !strings.HasPrefix(out, "+OK") {
+		log, _ := os.ReadFile(filepath.Join(dir, "log"))
+		e.t.Fatalf("dovecot pop3: %v\n%s\n%s", err, out, log)
+	}
+	lines := strings.Split(strings.ReplaceAll(out, "\r\n", "\n"), "\n")
+	end := 1
+	for end < len(lines) && lines[end] != "." {
+		end++
+	}
+	return lines[1:end]
+}
+
+// roostUIDL returns the lines of Roost's UIDL answer for user.
+func (e *env) roostUIDL(user, pass string) []string {
+	e.t.Helper()
+	c := e.waitLogin(user, pass)
+	c.send("UIDL")
+	if l := c.line(); l != "+OK" {
+		e.t.Fatalf("UIDL: %q", l)
+	}
+	var lines []string
+	for l := c.line(); l != "."; l = c.line() {
+		lines = append(lines, l)
+	}
+	c.run("C: QUIT\nS: +OK...")
+	return lines
+}
+
+// TestDovecotUIDLs: a Maildir that Dovecot served shows POP3 clients
+// exactly Dovecot's UIDLs under Roost ("capture UIDL on the old server and
+// the new one, and diff"), including a per-message UIDL migrated into the
+// dovecot-uidlist P field; and Dovecot agrees with a Maildir Roost started.
+func TestDovecotUIDLs(t *testing.T) {
+	e := newEnv(t, nil)
+	e.deliver("alice", msg1, msg2, msg3)
+	dove := e.dovecotUIDL("alice")
+	if len(dove) != 3 || !regexp.MustCompile(`^1 000000016[0-9a-f]{7}$`).MatchString(dove[0]) {
+		t.Fatalf("Dovecot's UIDLs look unexpected: %q", dove)
+	}
+	if got := e.roostUIDL("alice", "secret"); strings.Join(got, "\n") != strings.Join(dove, "\n") {
+		t.Errorf("UIDLs differ\nDovecot %q\nRoost   %q", dove, got)
+	}
+
+	// A UIDL migrated from Courier sits in the uidlist's P field.
+	ul := filepath.Join(e.maildir("alice"), "dovecot-uidlist")
+	b, err := os.ReadFile(ul)
+	if err != nil {
+		t.Fatal(err)
+	}
+	migrated := regexp.MustCompile(`(?m)^2 `).ReplaceAllString(string(b), "2 PUID2-1795628372 ")
+	if migrated == string(b) {
+		t.Fatalf("no record for UID 2 in\n%s", b)
+	}
+	if err := os.WriteFile(ul, []byte(migrated), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dove = e.dovecotUIDL("alice")
+	if dove[1] != "2 UID2-1795628372" {
+		t.Fatalf("Dovecot does not show the P field: %q", dove)
+	}
+	if got := e.roostUIDL("alice", "secret"); strings.Join(got, "\n") != strings.Join(dove, "\n") {
+		t.Errorf("with a P field, UIDLs differ\nDovecot %q\nRoost   %q", dove, got)
+	}
+
+	// The other way round: Roost first, then Dovecot.
+	e.deliver("bob", msg2, msg1)
+	roost := e.roostUIDL("bob", "hunter2")
+	if got := e.dovecotUIDL("bob"); strings.Join(got, "\n") != strings.Join(roost, "\n") {
+		t.Errorf("Dovecot after Roost: UIDLs differ\nRoost   %q\nDovecot %q", roost, got)
+	}
+}
