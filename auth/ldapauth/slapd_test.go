@@ -23,7 +23,7 @@ import (
 // slapd is a private OpenLDAP server for one test, on loopback ports, with
 // the users below and a CA-signed certificate for StartTLS and ldaps://.
 type slapd struct {
-	t         *testing.T
+	t         testing.TB
 	dir       string
 	port      int // ldap://
 	tlsPort   int // ldaps://
@@ -134,7 +134,7 @@ access to * by users read by * none
 
 // startSlapd starts slapd (or skips/fails via testenv) and stops it when
 // the test ends.
-func startSlapd(t *testing.T) *slapd {
+func startSlapd(t testing.TB) *slapd {
 	t.Helper()
 	path := testenv.Require(t, "slapd", "slapd")
 	testenv.Require(t, "ldapadd", "ldap-utils")
@@ -196,7 +196,7 @@ func (s *slapd) stop() {
 	s.cmd = nil
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -208,7 +208,7 @@ func freePort(t *testing.T) int {
 
 // writeCerts makes a CA, a server certificate for 127.0.0.1 signed by it,
 // and an unrelated CA; it returns the two CA files.
-func writeCerts(t *testing.T, dir string) (caFile, otherCAFile string) {
+func writeCerts(t testing.TB, dir string) (caFile, otherCAFile string) {
 	t.Helper()
 	newKey := func() *ecdsa.PrivateKey {
 		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
