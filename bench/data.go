@@ -42,6 +42,10 @@ var smallFolders = []struct {
 	{"Archive", 4}, {"Projects", 2}, {"Projects/2024", 2},
 }
 
+// benchDomain is the mail domain of the generated users (LMTP recipients
+// are user@benchDomain, as Postfix sends them).
+const benchDomain = "bench.test"
+
 // UserName returns the name of small user i.
 func UserName(i int) string { return fmt.Sprintf("u%03d", i) }
 

@@ -75,7 +75,7 @@ func lmtpWorker(ctx context.Context, addr string, body []byte, users int, next *
 		if k >= total {
 			return c.Quit()
 		}
-		rcpt := UserName(int(k) % users)
+		rcpt := UserName(int(k)%users) + "@" + benchDomain
 		if err := c.Mail("sender@example.org", nil); err != nil {
 			return fmt.Errorf("MAIL: %w", err)
 		}

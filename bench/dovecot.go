@@ -90,6 +90,8 @@ func (d *dovecot) PIDs() []int { return d.procs.pids() }
 // ready) and an auth cache. mail_fsync stays at its default (optimized).
 // The quota plugin enforces the same 250M as Roost's quota.default, so both
 // keep maildirsize up to date. The namespace uses "/" like Roost's default.
+// User names are cut to the local part (%n), so LMTP's user@bench.test is
+// the same user as an IMAP login as user, like Roost's lmtp.local_domains.
 var dovecotConf = template.Must(template.New("conf").Parse(`# written by roost bench; private instance
 instance_name = roost-bench-{{.Port.imap}}
 base_dir = {{.Dir}}/run
@@ -100,16 +102,17 @@ listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+auth_username_format = %n
 auth_cache_size = 10M
 auth_cache_ttl = 1 hour
 auth_cache_negative_ttl = 1 hour
 passdb {
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {{.Users}}
+  args = scheme=PLAIN {{.Users}}
 }
 userdb {
   driver = passwd-file
-  args = username_format=%u {{.Users}}
+  args = {{.Users}}
   default_fields = uid={{.UID}} gid={{.UID}} home={{.Root}}/%u
 }
 mail_location = maildir:{{.Root}}/%u/Maildir

@@ -24,6 +24,12 @@ var workloadFuncs = map[string]func(context.Context, *env) error{
 	"lmtp": runLMTP, "idle": runIdle,
 }
 
+// workloadProtocols says which servers' listeners each workload uses.
+var workloadProtocols = map[string][]string{
+	"big": {"imap", "pop3"}, "large": {"imap"}, "pop3": {"pop3"}, "mixed": {"imap"},
+	"lmtp": {"lmtp"}, "idle": {"imap"},
+}
+
 // Options configure a run. Full and Smoke return complete sets.
 type Options struct {
 	Workloads []string // subset of Workloads
@@ -115,7 +121,7 @@ func Run(ctx context.Context, o Options) (*Results, string, error) {
 		}
 	}
 	if slices.Contains(o.Servers, "roost") {
-		if err := CheckRoost(o.BinDir); err != nil {
+		if err := CheckRoost(o.BinDir, o.Workloads); err != nil {
 			return nil, "", err
 		}
 	}
@@ -146,7 +152,7 @@ func Run(ctx context.Context, o Options) (*Results, string, error) {
 	}
 	servers := map[string]server{
 		"dovecot": newDovecot(filepath.Join(work, "dovecot"), users, maxConns),
-		"roost":   newRoost(o.BinDir, filepath.Join(work, "roost"), users, maxConns),
+		"roost":   newRoost(daemonsFor(o.Workloads), o.BinDir, filepath.Join(work, "roost"), users, maxConns),
 	}
 	res := newResults()
 	for rep := 0; rep < o.Reps; rep++ {

@@ -217,8 +217,14 @@ func (r *Results) Markdown(m Meta, servers []string) string {
 		"it counts shared pages (libraries, Dovecot's mapped indexes) once per process. PSS splits shared pages between the processes " +
 		"that map them, so its sum is the memory the server really holds; it is taken with the most idle clients connected.\n\n" +
 		"| server | peak RSS | PSS with idle clients |\n|---|---:|---:|\n")
+	mib := func(kb int64) string {
+		if kb == 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.1f MiB", float64(kb)/1024)
+	}
 	for _, s := range servers {
-		fmt.Fprintf(&b, "| %s | %.1f MiB | %.1f MiB |\n", s, float64(r.peakKB[s])/1024, float64(r.idlePSS[s])/1024)
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", s, mib(r.peakKB[s]), mib(r.idlePSS[s]))
 	}
 	b.WriteString("\n## Failures and wrong answers\n\n")
 	anyFail := false

@@ -12,14 +12,11 @@ import (
 	"text/template"
 )
 
-// RoostBinaries are the daemons the harness starts, from bin/ after
-// `make build`.
-var RoostBinaries = []string{"imapd", "pop3d", "lmtpd"}
-
-// CheckRoost reports whether binDir holds every Roost daemon.
-func CheckRoost(binDir string) error {
+// CheckRoost reports whether binDir holds the Roost daemons (from
+// `make build`) that the workloads need.
+func CheckRoost(binDir string, workloads []string) error {
 	var missing []string
-	for _, b := range RoostBinaries {
+	for _, b := range daemonsFor(workloads) {
 		if st, err := os.Stat(filepath.Join(binDir, b)); err != nil || st.Mode()&0o111 == 0 {
 			missing = append(missing, b)
 		}
@@ -30,9 +27,28 @@ func CheckRoost(binDir string) error {
 	return nil
 }
 
-// roost runs bin/imapd, bin/pop3d and bin/lmtpd with one config file in the
-// format of cmd/internal/config, pointed at its own copy of the data.
+// daemonsFor lists the daemons the workloads talk to, in start order.
+func daemonsFor(workloads []string) []string {
+	need := map[string]bool{}
+	for _, w := range workloads {
+		for _, p := range workloadProtocols[w] {
+			need[p+"d"] = true
+		}
+	}
+	var out []string
+	for _, d := range []string{"imapd", "pop3d", "lmtpd"} {
+		if need[d] {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// roost runs bin/imapd, bin/pop3d and bin/lmtpd (those the workloads need)
+// with one config file in the format of cmd/internal/config, pointed at its
+// own copy of the data.
 type roost struct {
+	daemons  []string
 	binDir   string
 	dir      string
 	users    string
@@ -41,8 +57,8 @@ type roost struct {
 	procs    procGroup
 }
 
-func newRoost(binDir, dir, users string, maxConns int) *roost {
-	return &roost{binDir: binDir, dir: dir, users: users, maxConns: maxConns}
+func newRoost(daemons []string, binDir, dir, users string, maxConns int) *roost {
+	return &roost{daemons: daemons, binDir: binDir, dir: dir, users: users, maxConns: maxConns}
 }
 
 func (r *roost) Name() string { return "roost" }
@@ -85,6 +101,7 @@ pop3:
   listen: ["127.0.0.1:{{.Port.pop3}}"]
 lmtp:
   listen: ["127.0.0.1:{{.Port.lmtp}}"]
+  local_domains: [{{.Domain}}]
 security:
   allow_plaintext_auth: true
   allow_root: true
@@ -94,9 +111,6 @@ log:
 `))
 
 func (r *roost) Start(ctx context.Context, mailRoot string) error {
-	if err := CheckRoost(r.binDir); err != nil {
-		return err
-	}
 	r.ports = map[string]int{}
 	for _, proto := range []string{"imap", "pop3", "lmtp"} {
 		p, err := freePort()
@@ -110,7 +124,7 @@ func (r *roost) Start(ctx context.Context, mailRoot string) error {
 	}
 	var b strings.Builder
 	if err := roostConf.Execute(&b, map[string]any{
-		"Root": mailRoot, "Users": r.users, "Port": r.ports, "MaxConns": r.maxConns,
+		"Root": mailRoot, "Users": r.users, "Domain": benchDomain, "Port": r.ports, "MaxConns": r.maxConns,
 	}); err != nil {
 		return err
 	}
@@ -119,7 +133,7 @@ func (r *roost) Start(ctx context.Context, mailRoot string) error {
 		return err
 	}
 	var errs []error
-	for _, name := range RoostBinaries {
+	for _, name := range r.daemons {
 		logPath := filepath.Join(r.dir, name+".log")
 		p, err := startProcess(logPath, filepath.Join(r.binDir, name), "--config", conf)
 		if err != nil {

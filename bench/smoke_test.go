@@ -32,7 +32,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	o.BinDir = bin
-	if err := CheckRoost(bin); err != nil {
+	if err := CheckRoost(bin, o.Workloads); err != nil {
 		t.Logf("measuring Dovecot alone: %v", err)
 	} else {
 		o.Servers = append(o.Servers, "roost")

@@ -102,7 +102,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o.BinDir = abs
 	if *servers != "" {
 		o.Servers = strings.Split(*servers, ",")
-	} else if err := bench.CheckRoost(o.BinDir); err != nil {
+	} else if err := bench.CheckRoost(o.BinDir, o.Workloads); err != nil {
 		fmt.Fprintf(stderr, "roostbench: %v; measuring Dovecot alone\n", err)
 		o.Servers = []string{"dovecot"}
 	}
