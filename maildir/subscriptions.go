@@ -75,11 +75,10 @@ func parseSubscriptions(data []byte) ([]string, subsFormat) {
 				name = strings.ReplaceAll(line, ".", "/")
 			}
 		}
-		// Dovecot may record Maildir++ storage names (modified UTF-7).
-		if strings.Contains(name, "&") {
-			if dec, err := decodeMUTF7(name); err == nil {
-				name = dec
-			}
+		// Dovecot records modified UTF-7; a name that does not decode is
+		// taken as UTF-8 (written by hand or by another tool).
+		if dec, err := decodeMUTF7(name); err == nil {
+			name = dec
 		}
 		canon, err := normalizeName(name)
 		if err != nil || seen[canon] {
@@ -129,14 +128,18 @@ func marshalSubscriptions(names []string, f subsFormat) []byte {
 		b.WriteString("V\t2\n\n")
 	}
 	for _, n := range names {
-		if f.version == 2 {
-			parts := strings.Split(n, "/")
-			for i, p := range parts {
-				parts[i] = tabEscape(p)
+		// Dovecot writes the modified UTF-7 form of each level.
+		parts := strings.Split(n, "/")
+		for i, p := range parts {
+			parts[i] = encodeMUTF7(p)
+			if f.version == 2 {
+				parts[i] = tabEscape(parts[i])
 			}
+		}
+		if f.version == 2 {
 			b.WriteString(strings.Join(parts, "\t"))
 		} else {
-			b.WriteString(strings.ReplaceAll(n, "/", string(f.sep)))
+			b.WriteString(strings.Join(parts, string(f.sep)))
 		}
 		b.WriteByte('\n')
 	}
