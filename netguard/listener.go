@@ -54,7 +54,8 @@ type Options struct {
 	LogInterval time.Duration
 	// OnRefuse, if set, is called for every refused connection (metrics).
 	OnRefuse func(reason string)
-	// Now is the clock for log rate limiting. Default time.Now.
+	// Now is the clock for log rate limiting (not for deadlines). Default
+	// time.Now.
 	Now func() time.Time
 }
 
@@ -204,7 +205,7 @@ func temporary(err error) bool {
 // c as the client the header names.
 func (l *Listener) readHeader(c net.Conn, peer netip.Addr) {
 	defer l.wg.Done()
-	c.SetReadDeadline(l.opts.Now().Add(l.opts.HeaderTimeout))
+	c.SetReadDeadline(time.Now().Add(l.opts.HeaderTimeout))
 	h, err := ReadHeader(c)
 	if err == nil {
 		err = c.SetReadDeadline(time.Time{})
@@ -280,7 +281,7 @@ func (l *Listener) refuse(c net.Conn, reason string, remote netip.Addr, cause er
 	if l.opts.RefuseMessage != "" && (reason == ReasonMaxConns || reason == ReasonMaxIPConns) {
 		// A new socket's send buffer is empty, so this does not block;
 		// the deadline is there for the impossible case.
-		c.SetWriteDeadline(now.Add(time.Second))
+		c.SetWriteDeadline(time.Now().Add(time.Second))
 		io.WriteString(c, l.opts.RefuseMessage)
 	}
 	c.Close()

@@ -374,11 +374,12 @@ func TestRefusalLogRateLimited(t *testing.T) {
 		return now
 	}
 	var refusals atomic.Int32
-	s := startTCP(t, Options{Limits: NewLimits(1, 0, nil), Now: clock, OnRefuse: func(string) { refusals.Add(1) }})
+	s := startTCP(t, Options{Limits: NewLimits(1, 0, nil), Now: clock, RefuseMessage: bye,
+		OnRefuse: func(string) { refusals.Add(1) }})
 	dial(t, s, "")
 	s.accept(t)
 	for range 5 {
-		refused(t, dial(t, s, ""), "")
+		refused(t, dial(t, s, ""), bye)
 	}
 	if n := strings.Count(s.logs.String(), "connection refused"); n != 1 {
 		t.Errorf("%d log lines for 5 refusals in one interval, want 1:\n%s", n, s.logs)
@@ -386,7 +387,7 @@ func TestRefusalLogRateLimited(t *testing.T) {
 	mu.Lock()
 	now = now.Add(DefaultLogInterval)
 	mu.Unlock()
-	refused(t, dial(t, s, ""), "")
+	refused(t, dial(t, s, ""), bye)
 	logs := s.logs.String()
 	if n := strings.Count(logs, "connection refused"); n != 2 || !strings.Contains(logs, "suppressed=4") {
 		t.Errorf("after the interval: want a second line with suppressed=4:\n%s", logs)
