@@ -1,6 +1,7 @@
 package imapd_test
 
 import (
+	"errors"
 	"io"
 	"os"
 	"strings"
@@ -21,3 +22,5 @@ func TestSmoke(t *testing.T) {
 		t.Logf("%s:\n%s", c, strings.Join(lines, "\n"))
 	}
 }
+
+func errorsAs(err error, target any) bool { return errors.As(err, target) }
