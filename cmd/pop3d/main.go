@@ -1,0 +1,97 @@
+// Command pop3d is Roost's POP3 server (RFC 1939 with STLS, SASL, UIDL and
+// TOP) over the same Maildirs imapd serves. It only wires the configuration,
+// the auth backend and the Maildir store into package pop3d; docs/pop3.md
+// describes its behaviour and configuration keys.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+
+	"github.com/roost-mail/roost/cmd/internal/daemon"
+	"github.com/roost-mail/roost/pop3d"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "pop3d:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("pop3d", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "/etc/roost/roost.yaml", "configuration `file`")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q (pop3d takes only --config)", fs.Args())
+	}
+	env, err := daemon.Open(ctx, *configPath, "pop3d", stderr)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	cfg := env.Config
+	if len(cfg.POP3.Listen)+len(cfg.POP3.ListenTLS) == 0 {
+		return errors.New("pop3.listen and pop3.listen_tls are both empty: nothing to serve")
+	}
+	srv, err := pop3d.New(pop3d.Options{
+		Store:              env.Store,
+		Auth:               env.Auth,
+		Logger:             env.Logger,
+		Metrics:            env.Metrics,
+		TLSConfig:          env.TLS.Config(),
+		AllowPlaintextAuth: cfg.Security.AllowPlaintextAuth,
+		Throttle:           env.Penalty,
+		UIDLFormat:         cfg.POP3.UIDLFormat,
+		ExpireDays:         cfg.POP3.ExpireDays,
+		LoginDelay:         cfg.POP3.LoginDelay,
+		MarkSeen:           cfg.POP3.MarkSeen,
+		IdleTimeout:        cfg.POP3.IdleTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	lns, err := env.Listen(cfg.POP3.Listen, false)
+	if err != nil {
+		return err
+	}
+	tlsLns, err := env.Listen(cfg.POP3.ListenTLS, true)
+	if err != nil {
+		for _, l := range lns {
+			l.Close()
+		}
+		return err
+	}
+	return env.Run(ctx, func(context.Context) error { return serveAll(srv, append(lns, tlsLns...)) }, srv.Shutdown)
+}
+
+// serveAll serves every listener and returns when all have stopped; a
+// listener that fails stops the others.
+func serveAll(srv *pop3d.Server, lns []net.Listener) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(lns))
+	for i, l := range lns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := srv.Serve(l)
+			if errors.Is(err, pop3d.ErrServerClosed) {
+				return
+			}
+			errs[i] = err
+			srv.Close()
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
