@@ -54,6 +54,10 @@ func (e *Env) openLDAP() (*ldapauth.Authenticator, error) {
 		}
 		// One line, as "echo secret > file" writes it.
 		password = strings.TrimRight(string(b), "\r\n")
+		if fi, err := os.Stat(l.BindPasswordFile); err == nil && fi.Mode().Perm()&0o007 != 0 {
+			e.Logger.Warn("the LDAP service password file is readable by every user: chmod o-rwx it",
+				"file", l.BindPasswordFile, "mode", fi.Mode().Perm().String())
+		}
 	}
 	la, err := ldapauth.New(ldapauth.Options{
 		URLs:           l.URLs,
