@@ -32,6 +32,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -162,6 +163,9 @@ func New(opts Options) (*Authenticator, error) {
 		if n != "" && !slices.Contains(a.attrs, n) {
 			a.attrs = append(a.attrs, n)
 		}
+	}
+	if opts.BaseDN == "" && opts.BindDN == "" {
+		a.log.Warn("LDAP Lookup (delivery, roostctl) will read user entries anonymously; most ACLs hide them, which makes users look unknown: set auth.ldap.bind_dn")
 	}
 	a.service = newPool(a, opts.PoolSize, true)
 	a.binds = newPool(a, opts.PoolSize, false)
@@ -382,8 +386,12 @@ func (a *Authenticator) identity(ctx context.Context, login string, e *ldap.Entr
 	if n := auth.Normalize(get(at.User)); n != "" {
 		id.User = n
 	}
-	id.Home = get(at.Home)
-	id.Maildir = strings.TrimPrefix(get(at.Maildir), "maildir:")
+	id.Home = a.absPath(ctx, id.User, at.Home, get(at.Home))
+	md := get(at.Maildir)
+	if rest, ok := strings.CutPrefix(md, "maildir:"); ok {
+		md, _, _ = strings.Cut(rest, ":") // Dovecot's "maildir:/path:INDEX=…"
+	}
+	id.Maildir = a.absPath(ctx, id.User, at.Maildir, md)
 	if q := get(at.Quota); q != "" {
 		if n, err := auth.ParseSize(q, 1); err == nil {
 			id.QuotaBytes = n
@@ -404,6 +412,19 @@ func (a *Authenticator) identity(ctx context.Context, login string, e *ldap.Entr
 		}
 	}
 	return id
+}
+
+// absPath returns p cleaned if it is absolute; otherwise it logs and
+// returns "", so the configured default applies.
+func (a *Authenticator) absPath(ctx context.Context, user, attr, p string) string {
+	if p == "" {
+		return ""
+	}
+	if !filepath.IsAbs(p) {
+		a.log.WarnContext(ctx, "LDAP path attribute ignored: not an absolute path", "user", user, "attribute", attr)
+		return ""
+	}
+	return filepath.Clean(p)
 }
 
 // expand replaces %u (login), %n (local part), %d (domain) and %% in

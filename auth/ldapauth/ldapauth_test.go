@@ -123,8 +123,11 @@ func TestSearchMode(t *testing.T) {
 	if id, err := a.Lookup(ctx, "bob"); err != nil || *id != bobID {
 		t.Errorf("Lookup(bob) = %+v, %v", id, err)
 	}
+	// Bad attribute values are ignored (defaults apply), not fatal.
+	wantIdentity(t, a, "carol", "carol-pw", auth.Identity{User: "carol", Home: "/home/carol", QuotaBytes: -1, QuotaMessages: -1, UID: 1003, GID: 100, Backend: "ldap"})
+	wantIdentity(t, a, "dave", "dave-pw", auth.Identity{User: "dave", Maildir: "/srv/mail/dave", QuotaBytes: -1, QuotaMessages: -1, UID: -1, GID: -1, Backend: "ldap"})
 	users, err := a.ListUsers(ctx)
-	if err != nil || strings.Join(users, " ") != "* alice bob twin1 twin2" {
+	if err != nil || strings.Join(users, " ") != "* alice bob carol dave twin1 twin2" {
 		t.Errorf("ListUsers = %q, %v", users, err)
 	}
 }

@@ -39,7 +39,9 @@ const (
 	servicePW = "service-secret"
 )
 
-// users: alice has every attribute; bob a Maildir and a byte quota; "*" is
+// users: alice has every attribute; bob a Maildir and a byte quota; carol
+// bad values (a relative Maildir, a quota without a number); dave a
+// Dovecot-style location with options; "*" is
 // a real uid that only an unescaped filter would confuse; twin1/twin2 share
 // a mail address so a filter on mail is ambiguous.
 const usersLDIF = `dn: dc=example,dc=edu
@@ -86,6 +88,29 @@ mail: bob@example.edu
 userPassword: {SSHA}rEk9YF6gpZP4r1zE8HiH/dzb6w+glWGM
 mailMessageStore: maildir:/srv/mail/bob
 mailQuota: 1048576
+
+dn: uid=carol,ou=people,dc=example,dc=edu
+objectClass: inetOrgPerson
+objectClass: posixAccount
+objectClass: roostMailUser
+uid: carol
+cn: Carol
+sn: C
+userPassword: carol-pw
+uidNumber: 1003
+gidNumber: 100
+homeDirectory: /home//carol/
+mailMessageStore: maildir:Maildir:INDEX=/idx
+mailQuota: lots
+
+dn: uid=dave,ou=people,dc=example,dc=edu
+objectClass: inetOrgPerson
+objectClass: roostMailUser
+uid: dave
+cn: Dave
+sn: D
+userPassword: dave-pw
+mailMessageStore: maildir:/srv/mail/dave:INDEX=/idx/dave
 
 dn: uid=*,ou=people,dc=example,dc=edu
 objectClass: inetOrgPerson
