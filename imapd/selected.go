@@ -113,30 +113,58 @@ func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
 	rescan := time.NewTicker(s.srv.opts.RescanInterval)
 	defer rescan.Stop()
 	for {
-		var changed, updated <-chan struct{}
-		if s.sel != nil {
-			if err := s.Poll(w, true); err != nil {
-				return err
-			}
-			var snap *backend.Snapshot
-			snap, updated = s.sel.st.current()
-			changed = snap.Changed
+		changed, updated, err := s.idlePoll(w)
+		if err != nil || changed == nil && updated == nil && s.isClosed() {
+			return err
 		}
 		select {
 		case <-stop:
 			return nil
+		case <-s.ctx.Done():
+			return nil
 		case <-changed:
 		case <-updated:
 		case <-rescan.C:
-			if s.sel != nil {
-				if _, err := s.sel.st.forceSync(s.ctx); err != nil {
-					return s.fail("check mailbox", err)
-				}
+			if err := s.idleRescan(); err != nil {
+				return err
 			}
 		case <-timeout.C:
 			return s.conn.Bye("IDLE lasted too long, reconnect")
 		}
 	}
+}
+
+// idlePoll reports changes and returns what to wait on next. go-imap may
+// close the session while IDLE's goroutine still runs, hence the lock.
+func (s *session) idlePoll(w *imapserver.UpdateWriter) (changed, updated <-chan struct{}, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.sel == nil {
+		return nil, nil, nil
+	}
+	if err := s.Poll(w, true); err != nil {
+		return nil, nil, err
+	}
+	snap, updated := s.sel.st.current()
+	return snap.Changed, updated, nil
+}
+
+func (s *session) idleRescan() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.sel == nil {
+		return nil
+	}
+	if _, err := s.sel.st.forceSync(s.ctx); err != nil {
+		return s.fail("check mailbox", err)
+	}
+	return nil
+}
+
+func (s *session) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 // update brings the client's view up to cur. Without allowExpunge (during

@@ -82,9 +82,7 @@ type Server struct {
 	opts    Options // immutable after New
 	log     *slog.Logger
 	delim   rune
-	plainOK *imapserver.Server // connections that may authenticate without TLS
-	tlsOnly *imapserver.Server // connections that must use TLS first
-	queues  [2]*connQueue
+	queues  [2]*connQueue // to the go-imap servers for [plaintext auth allowed, TLS first]
 	cache   *msgCache
 	connIDs atomic.Uint64
 
@@ -163,8 +161,7 @@ func New(opts Options) (*Server, error) {
 			InsecureAuth: insecure,
 		})
 	}
-	s.plainOK, s.tlsOnly = mk(true), mk(false)
-	for i, srv := range []*imapserver.Server{s.plainOK, s.tlsOnly} {
+	for i, srv := range []*imapserver.Server{mk(true), mk(false)} {
 		q := newConnQueue()
 		s.queues[i] = q
 		go srv.Serve(q) //nolint:errcheck // returns when the queue closes
@@ -278,12 +275,19 @@ func (s *Server) Close() error {
 	for ln := range s.listeners {
 		ln.Close()
 	}
+	var conns []net.Conn
+	for sess := range s.sessions {
+		conns = append(conns, sess.cc)
+	}
 	s.mu.Unlock()
+	// Closing the queues ends go-imap's accept loops; its own Close is not
+	// used, as it races with a Serve that has just started.
 	for _, q := range s.queues {
 		q.Close()
 	}
-	s.plainOK.Close()
-	s.tlsOnly.Close()
+	for _, c := range conns {
+		c.Close()
+	}
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -34,6 +35,11 @@ type session struct {
 	loginAt   time.Time
 	releaseIP func()
 	sel       *selected // nil unless a mailbox is selected
+
+	// mu guards the session against its own IDLE goroutine, which go-imap
+	// may leave running when the connection drops (see Idle).
+	mu     sync.Mutex
+	closed bool
 }
 
 var (
@@ -76,6 +82,10 @@ func (s *session) secure() bool {
 
 // Close ends the session: it runs once, when the connection is gone.
 func (s *session) Close() error {
+	s.cancel()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
 	s.unselect()
 	if s.user != nil {
 		in, out := s.cc.in.Load(), s.cc.out.Load()
@@ -86,7 +96,6 @@ func (s *session) Close() error {
 	}
 	s.srv.opts.Metrics.Bytes(s.cc.in.Load(), s.cc.out.Load())
 	s.srv.opts.Metrics.ConnClosed()
-	s.cancel()
 	s.srv.removeSession(s)
 	return nil
 }
