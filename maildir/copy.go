@@ -138,7 +138,7 @@ func (mb *mailbox) copy(ctx context.Context, uids []backend.UID, dest string, mo
 	}
 	u := mb.u
 	dir := u.mailboxDir(canon)
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() || !u.insideRoot(dir) {
 		return backend.CopyResult{}, fmt.Errorf("maildir: %w: %s", backend.ErrNoSuchMailbox, canon)
 	}
 	srcs := mb.sources(uids)

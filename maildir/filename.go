@@ -32,7 +32,7 @@ func validFileName(name string) bool {
 		return false
 	}
 	key, _ := splitName(name)
-	return key != "" && !strings.ContainsAny(key, "/ \t\r\n")
+	return key != "" && !strings.ContainsAny(key, "/\r\n")
 }
 
 // sizeField returns the value of ",<c>=<n>" in a base name, as Dovecot's

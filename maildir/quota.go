@@ -393,13 +393,23 @@ func (u *user) checkQuota(bytes, msgs int64) error {
 		return fmt.Errorf("maildir: check quota of %s: %w", u.acct.Name, err)
 	}
 	grace := int64(u.s.opts.GracePercent)
-	if lb > 0 && ms.usedBytes+bytes > lb+lb*grace/100 {
+	if lb > 0 && !fits(ms.usedBytes, bytes, lb, grace) {
 		return fmt.Errorf("maildir: %s uses %d of %d bytes, message of %d bytes refused: %w", u.acct.Name, ms.usedBytes, lb, bytes, backend.ErrOverQuota)
 	}
-	if lm > 0 && ms.usedMsgs+msgs > lm+lm*grace/100 {
+	if lm > 0 && !fits(ms.usedMsgs, msgs, lm, grace) {
 		return fmt.Errorf("maildir: %s has %d of %d messages: %w", u.acct.Name, ms.usedMsgs, lm, backend.ErrOverQuota)
 	}
 	return nil
+}
+
+// fits applies the limit with Dovecot's quota_grace rule: the message that
+// crosses the limit may pass if the user was under it and the result stays
+// within limit + grace%; once over, nothing more passes.
+func fits(used, add, limit, gracePercent int64) bool {
+	if used+add <= limit {
+		return true
+	}
+	return used < limit && used+add <= limit+limit*gracePercent/100
 }
 
 func (u *user) quotaDelta(bytes, msgs int64) {

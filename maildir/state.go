@@ -379,6 +379,9 @@ func (s *Store) measure(path, key string) (int64, time.Time, error) {
 	if err != nil {
 		return 0, time.Time{}, err
 	}
+	if !st.Mode().IsRegular() {
+		return 0, time.Time{}, fmt.Errorf("%s is not a regular file", path)
+	}
 	if w, ok := sizeField(key, 'W'); ok {
 		return w, st.ModTime(), nil
 	}

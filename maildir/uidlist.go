@@ -141,14 +141,26 @@ func parseUidlistRec(line string, version int) (ulRec, error) {
 	if version == 1 {
 		r.key, _ = splitName(strings.TrimSpace(rest))
 	} else {
-		c := strings.Index(rest, ":")
-		if c < 0 {
-			return r, fmt.Errorf("no ':' before the file name")
-		}
-		fields, name := rest[:c], rest[c+1:]
-		r.key, _ = splitName(name)
+		// Fields are "<key><value>" separated by spaces; the one starting
+		// with ':' is the file name and runs to the end of the line.
 		var other []string
-		for _, f := range strings.Fields(fields) {
+		for {
+			for strings.HasPrefix(rest, " ") {
+				rest = rest[1:]
+			}
+			if rest == "" {
+				return r, fmt.Errorf("no ':' before the file name")
+			}
+			if rest[0] == ':' {
+				r.key, _ = splitName(rest[1:])
+				break
+			}
+			f := rest
+			if j := strings.IndexByte(rest, ' '); j >= 0 {
+				f, rest = rest[:j], rest[j+1:]
+			} else {
+				rest = ""
+			}
 			switch f[0] {
 			case 'W':
 				if n, err := strconv.ParseInt(f[1:], 10, 64); err == nil && n >= 0 {

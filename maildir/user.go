@@ -56,9 +56,8 @@ func (u *user) folders() (map[string]string, error) {
 			continue
 		}
 		if st.Mode()&fs.ModeSymlink != 0 {
-			target, err := filepath.EvalSymlinks(p)
-			if err != nil || !strings.HasPrefix(target, u.root+string(filepath.Separator)) {
-				u.log.Warn("folder symlink points outside the Maildir; ignored", "path", p, "target", target)
+			if !u.insideRoot(p) {
+				u.log.Warn("folder symlink points outside the Maildir; ignored", "path", p)
 				continue
 			}
 			if st, err = os.Stat(p); err != nil {
@@ -151,6 +150,27 @@ func (u *user) isTrash(canon string) bool {
 		return false
 	}
 	return u.specialUse(canon, dirName(canon)) == backend.SpecialUseTrash
+}
+
+// insideRoot reports whether dir, after symlinks, stays inside the
+// Maildir (or does not exist yet).
+func (u *user) insideRoot(dir string) bool {
+	if dir == u.root {
+		return true
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+		return true
+	}
+	target, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return false
+	}
+	root, err := filepath.EvalSymlinks(u.root)
+	if err != nil {
+		return false
+	}
+	return strings.HasPrefix(target, root+string(filepath.Separator))
 }
 
 func (u *user) exists(canon string) bool {
@@ -379,6 +399,10 @@ func (u *user) OpenMailbox(ctx context.Context, name string) (backend.Mailbox, e
 		return nil, err
 	}
 	dir := u.mailboxDir(canon)
+	if !u.insideRoot(dir) {
+		u.log.Warn("folder is a symlink out of the Maildir; refused", "path", dir)
+		return nil, fmt.Errorf("maildir: %w: %s", backend.ErrNoSuchMailbox, canon)
+	}
 	st, err := os.Stat(dir)
 	if err != nil || !st.IsDir() {
 		return nil, fmt.Errorf("maildir: %w: %s", backend.ErrNoSuchMailbox, canon)
