@@ -542,3 +542,15 @@ func BenchmarkAccept(b *testing.B) {
 		})
 	}
 }
+
+// A link-local client's zone is dropped: a zoned address matches no prefix
+// (trusted networks, proxy_protocol_from) and would escape the limits.
+func TestAddrOfDropsZone(t *testing.T) {
+	a := addrOf(&net.TCPAddr{IP: net.ParseIP("fe80::1"), Port: 143, Zone: "eth0"})
+	if a != netip.MustParseAddr("fe80::1") || !netip.MustParsePrefix("fe80::/10").Contains(a) {
+		t.Errorf("addrOf = %v", a)
+	}
+	if a := addrOf(&net.TCPAddr{IP: net.ParseIP("192.0.2.1").To16(), Port: 1}); !a.Is4() {
+		t.Errorf("mapped address not unmapped: %v", a)
+	}
+}

@@ -31,8 +31,9 @@ import (
 )
 
 // RemoteAddr returns the client's IP address of conn (the PROXY header's
-// source when there was one), unmapped from IPv4-in-IPv6, or the zero Addr
-// for a unix socket.
+// source when there was one), unmapped from IPv4-in-IPv6 and without an
+// IPv6 zone (a zoned address matches no netip.Prefix), or the zero Addr for
+// a unix socket.
 func RemoteAddr(conn net.Conn) netip.Addr {
 	return addrOf(conn.RemoteAddr())
 }
@@ -40,7 +41,7 @@ func RemoteAddr(conn net.Conn) netip.Addr {
 func addrOf(a net.Addr) netip.Addr {
 	switch a := a.(type) {
 	case *net.TCPAddr:
-		return a.AddrPort().Addr().Unmap()
+		return a.AddrPort().Addr().Unmap().WithZone("")
 	case nil, *net.UnixAddr:
 		return netip.Addr{}
 	}
@@ -48,7 +49,7 @@ func addrOf(a net.Addr) netip.Addr {
 	if err != nil {
 		return netip.Addr{}
 	}
-	return ap.Addr().Unmap()
+	return ap.Addr().Unmap().WithZone("")
 }
 
 // IsLocal reports whether the client of conn is on this host as Dovecot

@@ -161,7 +161,7 @@ func (p *Penalty) Succeed(remote netip.Addr, user string) {
 }
 
 func (p *Penalty) trusted(remote netip.Addr) bool {
-	remote = remote.Unmap()
+	remote = remote.Unmap().WithZone("")
 	for _, n := range p.opts.Trusted {
 		if n.Contains(remote) {
 			return true
@@ -186,7 +186,7 @@ func (p *Penalty) remaining(e *entry, now time.Time) time.Duration {
 // addrKey is the penalty key of an address: IPv4 /32, IPv6 /48 (one
 // customer's allocation), "" for no address (a unix socket).
 func addrKey(a netip.Addr) string {
-	a = a.Unmap()
+	a = a.Unmap().WithZone("")
 	switch {
 	case a.Is4():
 		return a.String()

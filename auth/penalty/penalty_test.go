@@ -173,6 +173,12 @@ func TestTrustedNetworksExempt(t *testing.T) {
 	if got := p.Delay(mapped, ""); got != 0 {
 		t.Errorf("IPv4-mapped trusted address delayed %v", got)
 	}
+	ll, _ := newTest(Options{Trusted: []netip.Prefix{netip.MustParsePrefix("fe80::/10")}})
+	zoned := netip.MustParseAddr("fe80::1%eth0")
+	ll.Fail(zoned, "")
+	if got := ll.Delay(zoned, ""); got != 0 {
+		t.Errorf("zoned link-local address in a trusted network delayed %v", got)
+	}
 }
 
 func TestAddressKeys(t *testing.T) {
@@ -190,6 +196,10 @@ func TestAddressKeys(t *testing.T) {
 			t.Errorf("%s delayed = %v, want %v", tc.addr, got, tc.delayed)
 		}
 	}
+	p.Fail(netip.MustParseAddr("fe80::1%eth0"), "")
+	if p.Delay(netip.MustParseAddr("fe80::1%eth1"), "") == 0 {
+		t.Error("zone made a separate key")
+	}
 	p.Fail(netip.MustParseAddr("::ffff:198.51.100.7"), "")
 	if p.Delay(ipB, "") == 0 {
 		t.Error("IPv4-mapped failure not counted for the IPv4 address")
@@ -199,8 +209,8 @@ func TestAddressKeys(t *testing.T) {
 	}
 	// No address (a unix socket) and no user: nothing to key on.
 	p.Fail(netip.Addr{}, "")
-	if a, u := p.Len(); a != 2 || u != 0 {
-		t.Errorf("Len = %d, %d, want 2, 0", a, u)
+	if a, u := p.Len(); a != 3 || u != 0 {
+		t.Errorf("Len = %d, %d, want 3, 0", a, u)
 	}
 }
 

@@ -191,7 +191,7 @@ func ParsePrefixes(list []string) ([]netip.Prefix, error) {
 			continue
 		}
 		a, err := netip.ParseAddr(s)
-		if err != nil {
+		if err != nil || a.Zone() != "" {
 			return nil, fmt.Errorf("%q is not an address or CIDR network", s)
 		}
 		a = a.Unmap()

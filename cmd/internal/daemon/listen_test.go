@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -275,4 +276,31 @@ func TestParsePrefixes(t *testing.T) {
 	if _, err := ParsePrefixes([]string{"campus"}); err == nil {
 		t.Error("accepted a name")
 	}
+}
+
+// FuzzParsePrefixes checks that whatever the security.* lists hold, the
+// result is masked, unmapped, and contains the address it was written with.
+func FuzzParsePrefixes(f *testing.F) {
+	f.Add("192.0.2.7")
+	f.Add("::ffff:10.0.0.0/104")
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := ParsePrefixes([]string{s})
+		if err != nil {
+			return
+		}
+		if len(got) != 1 {
+			t.Fatalf("%q: %d prefixes", s, len(got))
+		}
+		p := got[0]
+		if p != p.Masked() || p.Addr().Is4In6() || !p.IsValid() {
+			t.Fatalf("%q: prefix %v not masked, unmapped and valid", s, p)
+		}
+		addr := strings.TrimSpace(s)
+		if i := strings.IndexByte(addr, '/'); i >= 0 {
+			addr = addr[:i]
+		}
+		if a, err := netip.ParseAddr(addr); err == nil && !p.Contains(a.Unmap()) {
+			t.Fatalf("%q: %v does not contain %v", s, p, a)
+		}
+	})
 }
