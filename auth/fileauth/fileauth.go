@@ -66,6 +66,10 @@ type Authenticator struct {
 type table struct {
 	byUser map[string]*entry
 	names  []string // sorted
+	// decoy is the first entry with a usable hash. Unknown users are
+	// checked against it, so a login takes as long whether or not the
+	// user exists, and timing does not reveal who has an account.
+	decoy *entry
 }
 
 // fileStamp identifies one version of the file.
@@ -216,6 +220,9 @@ func (a *Authenticator) addLine(t *table, n int, line string) {
 		return
 	}
 	e.line = n
+	if _, ok := lookupScheme(e.scheme); ok && t.decoy == nil {
+		t.decoy = e
+	}
 	t.byUser[e.user] = e
 	t.names = append(t.names, e.user)
 }
@@ -231,7 +238,13 @@ func (a *Authenticator) Authenticate(ctx context.Context, username, password str
 	}
 	u := auth.Normalize(username)
 	e, ok := t.byUser[u]
-	if !ok || password == "" {
+	if password == "" {
+		return nil, auth.ErrInvalidCredentials
+	}
+	if !ok {
+		if d := t.decoy; d != nil {
+			verifyPassword(d.scheme, d.hash, password) // for the time it takes only
+		}
 		return nil, auth.ErrInvalidCredentials
 	}
 	if e.noLogin != "" || e.scheme == "" {
