@@ -20,6 +20,13 @@ const (
 	ReasonUntrustedHeader = "proxy_untrusted"    // PROXY header from a peer not in ProxyFrom
 )
 
+// hints tell an admin what to check for the refusals that usually mean a
+// configuration mistake.
+var hints = map[string]string{
+	ReasonBadHeader:       "peers in security.proxy_protocol_from must send a PROXY header (HAProxy: send-proxy or send-proxy-v2)",
+	ReasonUntrustedHeader: "if this peer is your load balancer, add it to security.proxy_protocol_from",
+}
+
 // Defaults for the zero Options.
 const (
 	DefaultHeaderTimeout = 5 * time.Second
@@ -172,15 +179,31 @@ func (l *Listener) acceptLoop() {
 			continue
 		}
 		if peer.IsValid() && contains(l.opts.ProxyFrom, peer) {
-			l.mu.Lock()
-			l.pending[c] = struct{}{}
-			l.mu.Unlock()
+			if !l.track(c) {
+				l.opts.Limits.release()
+				c.Close()
+				continue
+			}
 			l.wg.Add(1)
 			go l.readHeader(c, peer)
 			continue
 		}
 		l.admit(c, peer, nil, nil)
 	}
+}
+
+// track registers c as waiting for its PROXY header, unless Close has
+// begun (Close drops the registered ones; one added later would be missed).
+func (l *Listener) track(c net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	select {
+	case <-l.closing:
+		return false
+	default:
+	}
+	l.pending[c] = struct{}{}
+	return true
 }
 
 func (l *Listener) stop(err error) {
@@ -272,6 +295,9 @@ func (l *Listener) refuse(c net.Conn, reason string, remote netip.Addr, cause er
 		attrs := []any{"reason", reason, "listener", l.Addr().String(), "remote", remoteString(remote), "suppressed", suppressed}
 		if cause != nil {
 			attrs = append(attrs, "err", cause)
+		}
+		if h := hints[reason]; h != "" {
+			attrs = append(attrs, "hint", h)
 		}
 		l.opts.Logger.Warn("connection refused", attrs...)
 	}
