@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/roost-mail/roost/auth"
 )
@@ -48,6 +49,32 @@ dan@example.edu:{PLAIN}pw
 	}
 	if _, err := auth.MailRootPath("", "carol"); err == nil {
 		t.Error("MailRootPath without a root succeeded")
+	}
+	// Without a mail root, a user with no home and no Maildir has no
+	// safe place for mail: refused, not sent to a relative path.
+	noRoot := auth.WithDefaults(fa, auth.Defaults{})
+	if _, err := noRoot.Authenticate(ctx, "carol", "pw"); !errors.Is(err, auth.ErrInvalidCredentials) {
+		t.Errorf("Authenticate without a mail root = %v", err)
+	}
+	if _, err := noRoot.Lookup(ctx, "carol"); !errors.Is(err, auth.ErrNoSuchUser) {
+		t.Errorf("Lookup without a mail root = %v", err)
+	}
+	if id, err := noRoot.Lookup(ctx, "alice"); err != nil || id.Maildir != "/home/alice/Maildir" {
+		t.Errorf("Lookup(alice) without a mail root = %+v, %v", id, err)
+	}
+	// Errors from the backend pass through unchanged.
+	if _, err := a.Authenticate(ctx, "alice", "wrong"); !errors.Is(err, auth.ErrInvalidCredentials) {
+		t.Errorf("wrong password = %v", err)
+	}
+	if _, err := a.Lookup(ctx, "nobody"); !errors.Is(err, auth.ErrNoSuchUser) {
+		t.Errorf("Lookup(nobody) = %v", err)
+	}
+	// A backend that cannot list gives a wrapper that cannot either.
+	hidden := struct{ auth.Authenticator }{fa}
+	for _, w := range []auth.Authenticator{auth.WithDefaults(hidden, auth.Defaults{MailRoot: "/m"}), auth.NewCache(hidden, time.Second, 0)} {
+		if _, ok := w.(auth.Lister); ok {
+			t.Errorf("%T claims to list users its backend cannot", w)
+		}
 	}
 }
 
