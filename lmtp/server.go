@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -179,12 +180,17 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 	}, nil
 }
 
-// slogWriter passes go-smtp's internal error log (panics, accept errors)
-// to slog.
+// slogWriter passes go-smtp's internal log to slog: panics are errors,
+// connection problems (a client that hung up) are not.
 type slogWriter struct{ log *slog.Logger }
 
 func (w slogWriter) Write(p []byte) (int, error) {
-	w.log.Error("lmtp server", "error", string(p))
+	msg := strings.TrimSpace(string(p))
+	if strings.Contains(msg, "panic") {
+		w.log.Error("lmtp server", "error", msg)
+	} else {
+		w.log.Info("lmtp connection", "error", msg)
+	}
 	return len(p), nil
 }
 

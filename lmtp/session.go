@@ -190,13 +190,14 @@ func (s *session) deliver(rc *recipient, spool *os.File, size int64) error {
 	if o.DetailFolders {
 		d.Folder = rc.detail
 	}
-	msg := io.MultiReader(strings.NewReader(hdr), io.NewSectionReader(spool, 0, size))
-	res, folder, err := d.Store(s.ctx, msg, size+int64(len(hdr)))
+	res, folder, dup, err := d.Store(s.ctx, hdr, spool, size)
 	if err != nil {
 		return s.fail(log, "data", err)
 	}
-	o.Metrics.Delivery("ok")
-	log.Info("delivered", "from", s.from, "mailbox", folder, "uid", res.UID, "size", res.Size)
+	if !dup {
+		o.Metrics.Delivery("ok")
+		log.Info("delivered", "from", s.from, "mailbox", folder, "uid", res.UID, "size", res.Size)
+	}
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0},
 		Message: fmt.Sprintf("Saved UID %d in %s", res.UID, folder)}
 }
