@@ -1,8 +1,8 @@
 package maildir
 
 import (
-	"errors"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
