@@ -177,7 +177,19 @@ func (e *Env) registerMetrics() {
 			}
 			return 0
 		})
-	e.Registry.MustRegister(e.refused, notAfter)
+	penaltyEntries := func(table string) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "roost_auth_penalty_entries", ConstLabels: prometheus.Labels{"daemon": e.Name, "table": table},
+			Help: "Addresses and user names with recent failed logins (auth penalty)."},
+			func() float64 {
+				addrs, users := e.Penalty.Len()
+				if table == "addresses" {
+					return float64(addrs)
+				}
+				return float64(users)
+			})
+	}
+	e.Registry.MustRegister(e.refused, notAfter, penaltyEntries("addresses"), penaltyEntries("users"))
 }
 
 // ParsePrefixes parses addresses ("192.0.2.7", "2001:db8::1") and CIDR

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/netip"
 	"strings"
 	"syscall"
 	"testing"
@@ -48,10 +49,13 @@ func TestRunSignals(t *testing.T) {
 
 	// Metrics are served.
 	e.Metrics.ConnOpened()
+	e.Penalty.Fail(netip.MustParseAddr("203.0.113.7"), "mallory")
 	body := get(t, "http://"+metricsAddr+"/metrics")
 	for _, want := range []string{
 		`roost_connections_total{daemon="imapd"} 1`,
 		`roost_tls_certificate_not_after_seconds{daemon="imapd"}`,
+		`roost_auth_penalty_entries{daemon="imapd",table="addresses"} 1`,
+		`roost_auth_penalty_entries{daemon="imapd",table="users"} 1`,
 		"go_goroutines",
 		"process_open_fds",
 	} {
