@@ -42,8 +42,8 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// TestConformancePolling runs the suite with change detection by polling
-// only, as on NFS.
+// TestConformanceFsync runs the suite with fsync on and no special-use
+// folders.
 func TestConformanceFsync(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) (backend.Store, backend.Account) {
 		return newTestStore(t, Options{Fsync: true, SpecialUse: map[string]string{}}), testAccount(t)
@@ -51,5 +51,8 @@ func TestConformanceFsync(t *testing.T) {
 }
 
 func TestMain(m *testing.M) {
+	if role := os.Getenv(mpRoleEnv); role != "" {
+		os.Exit(runMultiProcessRole(role))
+	}
 	os.Exit(m.Run())
 }
