@@ -199,8 +199,11 @@ func (p *mimeParser) finish(pt *part, lfStart int64) {
 	pt.end = p.off
 	lfs := p.lfs - lfStart
 	endsWithLF := p.lastLF
-	if p.atDelimiter() && pt.end-2 >= pt.bodyOff {
+	if p.atDelimiter() && pt.end-2 >= pt.hdrOff {
 		pt.end -= 2
+		if pt.bodyOff > pt.end { // a header-only entity gives the CRLF up too
+			pt.bodyOff = pt.end
+		}
 		if lfs > 0 {
 			lfs--
 		}
