@@ -4,10 +4,13 @@
 //	env, err := daemon.Open(ctx, configPath, "imapd", stderr)
 //	if err != nil { return err }
 //	defer env.Close()
-//	lns, err := env.Listen(env.Config.IMAP.Listen, false)      // + STARTTLS
-//	tlsLns, err := env.Listen(env.Config.IMAP.ListenTLS, true) // implicit TLS
-//	srv := imapd.New(imapd.Options{TLS: env.TLS.Config(), Penalty: env.Penalty, ...})
+//	lns, err := env.Listen(env.Config.POP3.Listen, false)      // + STLS
+//	tlsLns, err := env.Listen(env.Config.POP3.ListenTLS, true) // implicit TLS
+//	srv, err := pop3d.New(pop3d.Options{TLSConfig: env.TLS.Config(), Throttle: env.Penalty, ...})
 //	return env.Run(ctx, func(ctx context.Context) error { ...serve lns... }, srv.Shutdown)
+//
+// A server that does the TLS handshake itself (imapd.ServeTLS) takes its
+// implicit-TLS listeners from ListenTLSRaw instead.
 //
 // Open loads the configuration (cmd/internal/config), builds the logger,
 // the Authenticator (passwd-file or LDAP, with site defaults and the

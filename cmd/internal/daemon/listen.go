@@ -33,7 +33,8 @@ var refuseMessages = map[string]string{
 // listeners of the Env, and PROXY headers are required from
 // security.proxy_protocol_from. With implicitTLS the listeners speak TLS
 // from the first byte (tls.NewListener outside netguard, so servers see a
-// *tls.Conn).
+// *tls.Conn); a server that does the TLS handshake itself uses
+// ListenTLSRaw instead.
 //
 // A unix socket left by a dead process is removed first; a live one is an
 // error. The socket is made SocketMode, and when the daemon runs as root it
@@ -43,17 +44,35 @@ var refuseMessages = map[string]string{
 // Listen refuses to run as root unless mail.layout is "system" or
 // security.allow_root is true. On error, nothing stays open.
 func (e *Env) Listen(addrs []string, implicitTLS bool) ([]net.Listener, error) {
+	var tlsConf *tls.Config
+	if implicitTLS && len(addrs) > 0 {
+		if tlsConf = e.TLS.Config(); tlsConf == nil {
+			return nil, fmt.Errorf("%s: implicit-TLS listeners %v need tls.cert_file and tls.key_file", e.Name, addrs)
+		}
+	}
+	return e.listen(addrs, implicitTLS, tlsConf)
+}
+
+// ListenTLSRaw is Listen for implicit-TLS addresses (993, 995) served by a
+// server that does the TLS handshake itself, e.g. imapd.ServeTLS, which
+// counts bytes below TLS: the listeners are guarded like Listen's, but the
+// connections are returned before TLS, and clients refused by a limit get
+// no plaintext message.
+func (e *Env) ListenTLSRaw(addrs []string) ([]net.Listener, error) {
+	if len(addrs) > 0 && e.TLS.Config() == nil {
+		return nil, fmt.Errorf("%s: implicit-TLS listeners %v need tls.cert_file and tls.key_file", e.Name, addrs)
+	}
+	return e.listen(addrs, true, nil)
+}
+
+// listen opens guarded listeners; tlsPort says the clients expect TLS from
+// the first byte, and a non-nil tlsConf adds the TLS layer.
+func (e *Env) listen(addrs []string, tlsPort bool, tlsConf *tls.Config) ([]net.Listener, error) {
 	if len(addrs) == 0 {
 		return nil, nil
 	}
 	if err := e.checkRoot(); err != nil {
 		return nil, err
-	}
-	var tlsConf *tls.Config
-	if implicitTLS {
-		if tlsConf = e.TLS.Config(); tlsConf == nil {
-			return nil, fmt.Errorf("%s: implicit-TLS listeners %v need tls.cert_file and tls.key_file", e.Name, addrs)
-		}
 	}
 	opts := netguard.Options{
 		Limits:    e.limits(),
@@ -61,7 +80,7 @@ func (e *Env) Listen(addrs []string, implicitTLS bool) ([]net.Listener, error) {
 		Logger:    e.Logger,
 		OnRefuse:  func(reason string) { e.refused.WithLabelValues(reason).Inc() },
 	}
-	if !implicitTLS {
+	if !tlsPort {
 		opts.RefuseMessage = refuseMessages[e.Name]
 	}
 	var lns []net.Listener
@@ -74,10 +93,10 @@ func (e *Env) Listen(addrs []string, implicitTLS bool) ([]net.Listener, error) {
 			return nil, fmt.Errorf("%s: %w", e.Name, err)
 		}
 		var l net.Listener = netguard.Wrap(ln, opts)
-		if implicitTLS {
+		if tlsConf != nil {
 			l = tls.NewListener(l, tlsConf)
 		}
-		e.Logger.Info("listening", "addr", l.Addr().String(), "tls", implicitTLS)
+		e.Logger.Info("listening", "addr", l.Addr().String(), "tls", tlsPort)
 		lns = append(lns, l)
 	}
 	return lns, nil

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -303,4 +304,45 @@ func FuzzParsePrefixes(f *testing.F) {
 			t.Fatalf("%q: %v does not contain %v", s, p, a)
 		}
 	})
+}
+
+// ListenTLSRaw hands over connections before TLS (the server does the
+// handshake) and refuses without a plaintext message.
+func TestListenTLSRaw(t *testing.T) {
+	certFile, keyFile := writeCert(t, t.TempDir(), "raw.example.edu")
+	e, _ := testEnv(t, "imapd", func(c *config.Config) {
+		c.TLS.CertFile, c.TLS.KeyFile = certFile, keyFile
+		c.Security.MaxConnections = 1
+	})
+	lns, err := e.ListenTLSRaw([]string{"127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := acceptAll(t, lns[0])
+	go func() {
+		c := <-ch
+		defer c.Close()
+		if _, isTLS := c.(*tls.Conn); isTLS {
+			return // the handshake below then fails
+		}
+		tc := tls.Server(c, e.TLS.Config())
+		tc.Handshake()
+		io.Copy(io.Discard, tc)
+	}()
+	addr := lns[0].Addr().String()
+	if cn, err := handshake(t, addr, nil); err != nil || cn != "raw.example.edu" {
+		t.Fatalf("handshake through the server's own TLS: %q, %v", cn, err)
+	}
+	// Once that connection is gone, hold the one place and be refused.
+	waitFor(t, func() bool { return e.limits().Active() == 0 })
+	dialTCP(t, addr)
+	waitFor(t, func() bool { return e.limits().Active() == 1 })
+	if got := readAll(t, dialTCP(t, addr)); got != "" {
+		t.Errorf("refused TLS client got plaintext %q", got)
+	}
+
+	e2, _ := testEnv(t, "imapd", nil)
+	if _, err := e2.ListenTLSRaw([]string{"127.0.0.1:0"}); err == nil || !strings.Contains(err.Error(), "tls.cert_file") {
+		t.Errorf("no certificate: %v", err)
+	}
 }
