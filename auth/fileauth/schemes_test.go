@@ -116,7 +116,7 @@ func TestMalformedHashes(t *testing.T) {
 
 func TestHashRoundTrip(t *testing.T) {
 	for _, s := range Schemes() {
-		for _, pw := range []string{"secret", "pässwörd 1"} {
+		for _, pw := range []string{"pässwörd 1"} {
 			field, err := Hash(strings.ToLower(s), pw)
 			if err != nil {
 				t.Fatalf("Hash(%s): %v", s, err)
