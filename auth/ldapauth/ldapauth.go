@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -146,6 +147,9 @@ func New(opts Options) (*Authenticator, error) {
 			return nil, fmt.Errorf("ldapauth: URL %q: use ldap://host[:port] or ldaps://host[:port]", s)
 		}
 		a.urls = append(a.urls, u)
+		if u.Scheme == "ldap" && !opts.StartTLS && !isLoopback(u.Hostname()) {
+			a.log.Warn("LDAP passwords will cross the network in clear text: use ldaps:// or start_tls", "url", u.Redacted())
+		}
 	}
 	var caPEM []byte
 	if opts.CAFile != "" {
@@ -170,6 +174,14 @@ func New(opts Options) (*Authenticator, error) {
 	a.service = newPool(a, opts.PoolSize, true)
 	a.binds = newPool(a, opts.PoolSize, false)
 	return a, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func certPool(pemData []byte) (*x509.CertPool, error) {

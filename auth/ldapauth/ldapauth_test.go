@@ -84,9 +84,17 @@ func TestBindMode(t *testing.T) {
 	if _, err := a.Lookup(context.Background(), "alice"); !errors.Is(err, auth.ErrNoSuchUser) {
 		t.Errorf("anonymous Lookup = %v", err)
 	}
+	// dave may bind but not read his entry: with no service account the
+	// attributes are unknown, which is a failure to check, not a wrong
+	// password; with one, they are read as the service.
+	_, err := a.Authenticate(context.Background(), "dave", "dave-pw")
+	wantUnavailable(t, err)
+	wantInvalid(t, a, "dave", "wrong")
 	o := bindModeOpts(s)
 	o.BindDN, o.BindPassword = serviceDN, servicePW
 	a2 := newAuth(t, o)
+	daveID := auth.Identity{User: "dave", Maildir: "/srv/mail/dave", QuotaBytes: -1, QuotaMessages: -1, UID: -1, GID: -1, Backend: "ldap"}
+	wantIdentity(t, a2, "dave", "dave-pw", daveID)
 	if id, err := a2.Lookup(context.Background(), "ALICE"); err != nil || *id != aliceID {
 		t.Errorf("Lookup = %+v, %v", id, err)
 	}
@@ -327,6 +335,31 @@ func TestConcurrentLogins(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+func TestCleartextWarning(t *testing.T) {
+	for _, c := range []struct {
+		url      string
+		startTLS bool
+		warn     bool
+	}{
+		{"ldap://ldap.example.edu", false, true},
+		{"ldap://ldap.example.edu", true, false},
+		{"ldaps://ldap.example.edu", false, false},
+		{"ldap://127.0.0.1:389", false, false},
+		{"ldap://[::1]", false, false},
+		{"ldap://localhost", false, false},
+	} {
+		var logs bytes.Buffer
+		_, err := New(Options{URLs: []string{c.url}, StartTLS: c.startTLS, BaseDN: suffix, BindDN: serviceDN,
+			Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(logs.String(), "clear text"); got != c.warn {
+			t.Errorf("%s start_tls=%v: warning %v, want %v", c.url, c.startTLS, got, c.warn)
+		}
+	}
 }
 
 func TestNewErrors(t *testing.T) {

@@ -41,7 +41,8 @@ const (
 
 // users: alice has every attribute; bob a Maildir and a byte quota; carol
 // bad values (a relative Maildir, a quota without a number); dave a
-// Dovecot-style location with options; "*" is
+// Dovecot-style location with options and may not read his own entry
+// (only the service account may); "*" is
 // a real uid that only an unescaped filter would confuse; twin1/twin2 share
 // a mail address so a filter on mail is ambiguous.
 const usersLDIF = `dn: dc=example,dc=edu
@@ -154,6 +155,7 @@ rootdn "cn=admin,dc=example,dc=edu"
 rootpw secret
 directory %[1]s/db
 access to attrs=userPassword by self write by anonymous auth by * none
+access to dn.exact="uid=dave,ou=people,dc=example,dc=edu" by dn.exact="cn=roost,ou=services,dc=example,dc=edu" read by * none
 access to * by users read by * none
 `
 
