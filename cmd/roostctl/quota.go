@@ -204,9 +204,9 @@ the recorded usage had drifted.`,
 				}
 			} else {
 				tw := newTable(a.stdout)
-				fmt.Fprintln(tw, "USER\tBEFORE\tAFTER\tDRIFT\tMESSAGES BEFORE\tMESSAGES AFTER\tDRIFT")
+				fmt.Fprintln(tw, "USER\tBEFORE\tAFTER\tDRIFT\tMESSAGES\tDRIFT")
 				for _, r := range rows {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%+d\n", r.User, humanBytes(r.BeforeBytes), humanBytes(r.AfterBytes),
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d -> %d\t%+d\n", r.User, humanBytes(r.BeforeBytes), humanBytes(r.AfterBytes),
 						signedBytes(r.AfterBytes-r.BeforeBytes), r.BeforeMessages, r.AfterMessages, r.AfterMessages-r.BeforeMessages)
 				}
 				if ferr := tw.Flush(); ferr != nil {
