@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -203,4 +204,41 @@ func FuzzPOP3Response(f *testing.F) {
 		readMultiline(r, &buf)
 		parseListing(buf.Bytes())
 	})
+}
+
+// TestStopKillsTheWholeGroup checks that a server's children die with it,
+// even ones that ignore SIGTERM.
+func TestStopKillsTheWholeGroup(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "child")
+	p, err := startProcess(filepath.Join(t.TempDir(), "log"), "sh", "-c",
+		`sh -c 'trap "" TERM; echo $$ > `+pidFile+`; while :; do sleep 1; done' & wait`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var child int
+	for i := 0; i < 100 && child == 0; i++ {
+		time.Sleep(20 * time.Millisecond)
+		b, _ := os.ReadFile(pidFile)
+		child, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	if child == 0 {
+		t.Fatal("child did not start")
+	}
+	var g procGroup
+	g.add(p)
+	if pids := g.pids(); len(pids) < 2 {
+		t.Fatalf("pids %v: the child is missing", pids)
+	}
+	g.stop()
+	for i := 0; i < 100; i++ {
+		if _, err := os.Stat(filepath.Join("/proc", strconv.Itoa(child))); os.IsNotExist(err) {
+			return
+		}
+		b, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(child), "stat"))
+		if strings.Contains(string(b), ") Z ") {
+			return // a zombie waiting for init: dead
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("child %d survived stop", child)
 }
