@@ -155,7 +155,7 @@ func (s *session) cmdQUIT(args string) error {
 	// reconnects at once is not refused with [IN-USE].
 	s.closeMaildrop()
 	if err != nil {
-		s.log.Error("pop3 QUIT could not remove deleted messages", "user", s.user, "err", err)
+		s.log.Error("pop3 QUIT could not remove deleted messages", "err", err)
 		s.reply("-ERR [SYS/TEMP] Some deleted messages were not removed, try again later")
 		return errQuit
 	}

@@ -20,6 +20,29 @@ const dovecotPOP3 = "/usr/lib/dovecot/pop3"
 func (e *env) dovecotUIDL(user string) []string {
 	e.t.Helper()
 	bin := testenv.Require(e.t, dovecotPOP3, "dovecot-pop3d")
+	conf := e.dovecotConf(user)
+	cmd := exec.Command(bin, "-c", conf)
+	cmd.Env = []string{"USER=" + user, "HOME=" + filepath.Dir(e.maildir(user))}
+	cmd.Stdin = strings.NewReader("UIDL\r\nQUIT\r\n")
+	stdout, err := cmd.Output()
+	out := string(stdout)
+	if err != nil || !strings.HasPrefix(out, "+OK") {
+		log, _ := os.ReadFile(filepath.Join(filepath.Dir(conf), "log"))
+		e.t.Fatalf("dovecot pop3: %v\n%s\n%s", err, out, log)
+	}
+	lines := strings.Split(strings.ReplaceAll(out, "\r\n", "\n"), "\n")
+	end := 1
+	for end < len(lines) && lines[end] != "." {
+		end++
+	}
+	return lines[1:end]
+}
+
+// dovecotConf writes a configuration for Dovecot's pop3 binary serving
+// user's Maildir as uid 65534 (Dovecot refuses root) and makes the Maildir
+// reachable and owned by that uid.
+func (e *env) dovecotConf(user string) string {
+	e.t.Helper()
 	dir := e.t.TempDir()
 	conf := filepath.Join(dir, "dovecot.conf")
 	err := os.WriteFile(conf, []byte(fmt.Sprintf(`base_dir = %[1]s/run
@@ -35,29 +58,12 @@ first_valid_gid = 0
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	// Let uid 65534 reach and own the Maildir.
 	for p := e.maildir(user); p != "/" && p != os.TempDir(); p = filepath.Dir(p) {
 		os.Chmod(p, 0o755)
-		if strings.HasPrefix(p, e.maildir(user)) {
-			filepath.Walk(p, func(f string, _ os.FileInfo, _ error) error { return os.Chown(f, 65534, 65534) })
-		}
 	}
+	filepath.Walk(e.maildir(user), func(f string, _ os.FileInfo, _ error) error { return os.Chown(f, 65534, 65534) })
 	os.Chmod(dir, 0o755)
-	cmd := exec.CommandContext(e.t.Context(), bin, "-c", conf)
-	cmd.Env = []string{"USER=" + user, "HOME=" + filepath.Dir(e.maildir(user))}
-	cmd.Stdin = strings.NewReader("UIDL\r\nQUIT\r\n")
-	stdout, err := cmd.Output()
-	out := string(stdout)
-	if err != nil || !strings.HasPrefix(out, "+OK") {
-		log, _ := os.ReadFile(filepath.Join(dir, "log"))
-		e.t.Fatalf("dovecot pop3: %v\n%s\n%s", err, out, log)
-	}
-	lines := strings.Split(strings.ReplaceAll(out, "\r\n", "\n"), "\n")
-	end := 1
-	for end < len(lines) && lines[end] != "." {
-		end++
-	}
-	return lines[1:end]
+	return conf
 }
 
 // roostUIDL returns the lines of Roost's UIDL answer for user.

@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -92,7 +93,7 @@ func (b *syncBuffer) String() string {
 
 // env is a running pop3d on loopback over a real maildir.Store.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	root  string
 	users *users
 	store backend.Store
@@ -106,6 +107,12 @@ type env struct {
 // login is allowed and loopback does not count as secure, so tests exercise
 // the real rule.
 func newEnv(t *testing.T, tweak func(*pop3d.Options)) *env {
+	t.Helper()
+	return newEnvTB(t, tweak)
+}
+
+// newEnvTB is newEnv for tests and benchmarks.
+func newEnvTB(t testing.TB, tweak func(*pop3d.Options)) *env {
 	t.Helper()
 	root := t.TempDir()
 	e := &env{t: t, root: root, logs: &syncBuffer{},
@@ -146,6 +153,18 @@ func newEnv(t *testing.T, tweak func(*pop3d.Options)) *env {
 		}
 	})
 	return e
+}
+
+// waitLog waits for a log line matching re: a session logs after its last
+// answer, so the client may see the answer first.
+func (e *env) waitLog(re string) {
+	e.t.Helper()
+	rx := regexp.MustCompile(re)
+	for deadline := time.Now().Add(5 * time.Second); !rx.MatchString(e.logs.String()); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("no log line matches %s:\n%s", re, e.logs)
+		}
+	}
 }
 
 // maildir returns user's Maildir path.
@@ -199,7 +218,7 @@ func (e *env) inbox(user string) *backend.Snapshot {
 
 // client is a raw POP3 connection for transcripts.
 type client struct {
-	t    *testing.T
+	t    testing.TB
 	conn net.Conn
 	r    *bufio.Reader
 }
@@ -308,7 +327,7 @@ func (e *env) login(user, pass string) *client {
 
 // selfSigned returns a server certificate for 127.0.0.1 and a client
 // config that trusts it.
-func selfSigned(t *testing.T) (server, client *tls.Config) {
+func selfSigned(t testing.TB) (server, client *tls.Config) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

@@ -118,7 +118,7 @@ func (s *session) run() {
 			s.closeMaildrop()
 		}
 		s.srv.opts.Metrics.Bytes(s.wire.in.Load(), s.wire.out.Load())
-		s.log.Info("pop3 session", "user", s.user, "tls", s.tls, "end", s.stats.end,
+		s.log.Info("pop3 session", "tls", s.tls, "end", s.stats.end,
 			"duration", time.Since(start).Round(time.Millisecond),
 			"retr", s.stats.retr, "retr_bytes", s.stats.retrBytes, "top", s.stats.top,
 			"dele", s.stats.dele, "expired", s.stats.expired, "expunged", s.stats.expunged,
@@ -250,7 +250,7 @@ func (s *session) closeMaildrop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := s.drop.close(ctx); err != nil {
-		s.log.Warn("pop3 maildrop close failed", "user", s.user, "err", err)
+		s.log.Warn("pop3 maildrop close failed", "err", err)
 	}
 	s.drop = nil
 }

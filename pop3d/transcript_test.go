@@ -223,9 +223,7 @@ func TestTransaction(t *testing.T) {
 	if after.Messages[0].Flags&backend.FlagSeen != 0 {
 		t.Error("TOP set \\Seen")
 	}
-	if !regexp.MustCompile(`msg="pop3 session" .*user=alice .*end=quit .*retr=2 retr_bytes=\d+ top=2 dele=2 .*expunged=2`).MatchString(e.logs.String()) {
-		t.Errorf("session log line missing or wrong:\n%s", e.logs)
-	}
+	e.waitLog(`msg="pop3 session" .*user=alice .*end=quit .*retr=2 retr_bytes=\d+ top=2 dele=2 .*expunged=2`)
 }
 
 // A connection that drops deletes nothing, but RETRs that completed still

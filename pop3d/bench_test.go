@@ -1,0 +1,209 @@
+package pop3d_test
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roost-mail/roost/internal/testenv"
+)
+
+// fillMaildir writes n small messages into user's cur/ the way Dovecot
+// leaves them (",S=" and ",W=" sizes in the name, :2,S flags).
+func fillMaildir(tb testing.TB, dir string, n int) {
+	tb.Helper()
+	for _, sub := range []string{"new", "cur", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	for i := range n {
+		body := fmt.Sprintf("From: sender%d@example.edu\nSubject: message %d\n\nbody of message %d\n", i, i, i)
+		lines := strings.Count(body, "\n")
+		name := fmt.Sprintf("%d.M%dP1.bench,S=%d,W=%d:2,S", 1700000000+i/100, i, len(body), len(body)+lines)
+		if err := os.WriteFile(filepath.Join(dir, "cur", name), []byte(body), 0o644); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+// statUIDL runs one login + STAT + UIDL + QUIT over c and returns the
+// number of UIDL lines.
+func statUIDL(tb testing.TB, addr string) int {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Minute))
+	c.Write([]byte("USER alice\r\nPASS secret\r\nSTAT\r\nUIDL\r\nQUIT\r\n"))
+	return countUIDL(tb, c)
+}
+
+// countUIDL reads a pipelined session's answers up to QUIT's and counts
+// the UIDL lines (the only lines that start with a digit).
+func countUIDL(tb testing.TB, r io.Reader) int {
+	br := bufio.NewReaderSize(r, 64<<10)
+	n := 0
+	for {
+		l, err := br.ReadSlice('\n')
+		if err != nil {
+			tb.Fatalf("session ended early after %d UIDL lines: %v", n, err)
+		}
+		switch {
+		case bytes.HasPrefix(l, []byte("-ERR")):
+			tb.Fatalf("server: %s", l)
+		case bytes.HasPrefix(l, []byte("+OK Bye")), bytes.HasPrefix(l, []byte("+OK Logging out")):
+			return n
+		case l[0] >= '0' && l[0] <= '9':
+			n++
+		}
+	}
+}
+
+// BenchmarkMaildrop100k: login + STAT + UIDL + QUIT on a 100,000-message
+// INBOX, Roost and (if installed) Debian's Dovecot pop3 on the same Maildir.
+// Dovecot runs pre-authenticated over a pipe, so its time includes process
+// start but no login; Roost's includes TCP and USER/PASS.
+func BenchmarkMaildrop100k(b *testing.B) {
+	const n = 100000
+	e := newEnvTB(b, nil)
+	fillMaildir(b, e.maildir("alice"), n)
+	b.Run("roost", func(b *testing.B) {
+		if got := statUIDL(b, e.addr); got != n { // first login writes the uidlist
+			b.Fatalf("%d UIDLs, want %d", got, n)
+		}
+		for b.Loop() {
+			statUIDL(b, e.addr)
+		}
+	})
+	b.Run("dovecot", func(b *testing.B) {
+		bin := testenv.Require(b, dovecotPOP3, "dovecot-pop3d")
+		run := e.dovecotCmd(bin, "alice")
+		if got := countUIDL(b, run()); got != n { // builds Dovecot's index
+			b.Fatalf("%d UIDLs, want %d", got, n)
+		}
+		for b.Loop() {
+			countUIDL(b, run())
+		}
+	})
+}
+
+// dovecotCmd prepares a Dovecot pop3 process on user's Maildir; each call
+// of the result runs one pipelined STAT + UIDL + QUIT and returns its output.
+func (e *env) dovecotCmd(bin, user string) func() io.Reader {
+	conf := e.dovecotConf(user)
+	return func() io.Reader {
+		cmd := exec.Command(bin, "-c", conf)
+		cmd.Env = []string{"USER=" + user, "HOME=" + filepath.Dir(e.maildir(user))}
+		cmd.Stdin = strings.NewReader("STAT\r\nUIDL\r\nQUIT\r\n")
+		out, err := cmd.Output()
+		if err != nil {
+			e.t.Fatalf("dovecot pop3: %v", err)
+		}
+		return bytes.NewReader(out)
+	}
+}
+
+// BenchmarkRETR50MB compares RETR of a 50 MB message over loopback with a
+// plain copy of the same file to a socket (the "cat to socket" baseline).
+// The ratio of their MB/s is the cost of the store's CRLF conversion plus
+// dot-stuffing.
+func BenchmarkRETR50MB(b *testing.B) {
+	e := newEnvTB(b, nil)
+	dir := e.maildir("alice")
+	fillMaildir(b, dir, 0)
+	var msg bytes.Buffer
+	msg.WriteString("From: big@example.edu\nSubject: big\n\n")
+	line := strings.Repeat("abcdefghij", 7) + "\n"
+	for i := 0; msg.Len() < 50<<20; i++ {
+		if i%100 == 0 {
+			msg.WriteString(".dot line needs stuffing\n")
+		}
+		msg.WriteString(line)
+	}
+	// The baseline copies its own file: the store moves the one in new/.
+	path := filepath.Join(b.TempDir(), "big")
+	for _, p := range []string{filepath.Join(dir, "new", "1700000000.V1I1M1.big"), path} {
+		if err := os.WriteFile(p, msg.Bytes(), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	size := int64(msg.Len())
+
+	b.Run("pop3-retr", func(b *testing.B) {
+		c, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		br := bufio.NewReaderSize(c, 64<<10)
+		fmt.Fprintf(c, "USER alice\r\nPASS secret\r\n")
+		for range 3 {
+			br.ReadString('\n')
+		}
+		buf := make([]byte, 64<<10)
+		b.SetBytes(size)
+		for b.Loop() {
+			fmt.Fprintf(c, "RETR 1\r\n")
+			readUntil(b, br, buf, []byte("\r\n.\r\n"))
+		}
+	})
+	b.Run("copy-to-socket", func(b *testing.B) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				f, err := os.Open(path)
+				if err == nil {
+					io.Copy(c, f) // sendfile, like cat to a socket
+					f.Close()
+				}
+				c.Close()
+			}
+		}()
+		buf := make([]byte, 64<<10)
+		b.SetBytes(size)
+		for b.Loop() {
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.CopyBuffer(io.Discard, struct{ io.Reader }{c}, buf)
+			c.Close()
+		}
+	})
+}
+
+// readUntil reads r until the data seen ends with end.
+func readUntil(tb testing.TB, r io.Reader, buf, end []byte) {
+	var tail []byte
+	for {
+		n, err := r.Read(buf)
+		tail = append(tail, buf[:n]...)
+		if len(tail) > len(end) {
+			tail = tail[len(tail)-len(end):]
+		}
+		if bytes.Equal(tail, end) {
+			return
+		}
+		if err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
