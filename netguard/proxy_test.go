@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -207,4 +208,44 @@ func FuzzReadHeader(f *testing.F) {
 			t.Fatalf("round trip: %+v became %+v", h, h2)
 		}
 	})
+}
+
+// BenchmarkReadHeaderTCP measures reading a header from a real loopback
+// socket: version 1 is read a byte at a time (so no client byte after it
+// is consumed), version 2 in two reads.
+func BenchmarkReadHeaderTCP(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		hdr  []byte
+	}{{"v1", v1(src6, dst6)}, {"v2", v2(src6, dst6, nil)}} {
+		b.Run(tc.name, func(b *testing.B) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				for {
+					if _, err := c.Write(tc.hdr); err != nil {
+						return
+					}
+				}
+			}()
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			for b.Loop() {
+				if _, err := ReadHeader(c); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
