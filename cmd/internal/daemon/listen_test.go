@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/roost-mail/roost/cmd/internal/config"
+	"github.com/roost-mail/roost/internal/testenv"
 	"github.com/roost-mail/roost/netguard"
 )
 
@@ -344,5 +346,45 @@ func TestListenTLSRaw(t *testing.T) {
 	e2, _ := testEnv(t, "imapd", nil)
 	if _, err := e2.ListenTLSRaw([]string{"127.0.0.1:0"}); err == nil || !strings.Contains(err.Error(), "tls.cert_file") {
 		t.Errorf("no certificate: %v", err)
+	}
+}
+
+// Real clients read the refusal as their protocol's "try later": Python's
+// imaplib, poplib and smtplib (LMTP) against a daemon at its limit.
+func TestRefusalSeenByRealClients(t *testing.T) {
+	python := testenv.Require(t, "python3", "python3")
+	for name, script := range map[string]string{
+		"imapd": `import imaplib, sys
+try:
+    imaplib.IMAP4(sys.argv[1], int(sys.argv[2]))
+except imaplib.IMAP4.error as e:
+    print("refused:", e)`,
+		"pop3d": `import poplib, sys
+try:
+    poplib.POP3(sys.argv[1], int(sys.argv[2]))
+except poplib.error_proto as e:
+    print("refused:", e)`,
+		"lmtpd": `import smtplib, sys
+try:
+    smtplib.LMTP(sys.argv[1], int(sys.argv[2]))
+except smtplib.SMTPConnectError as e:
+    print("refused:", e.smtp_code, e.smtp_error.decode())`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			e, _ := testEnv(t, name, func(c *config.Config) { c.Security.MaxConnections = 1 })
+			lns, err := e.Listen([]string{"127.0.0.1:0"}, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ch := acceptAll(t, lns[0])
+			dialTCP(t, lns[0].Addr().String())
+			<-ch
+			host, port, _ := net.SplitHostPort(lns[0].Addr().String())
+			out, err := exec.Command(python, "-c", script, host, port).CombinedOutput()
+			if err != nil || !strings.HasPrefix(string(out), "refused:") || !strings.Contains(string(out), "Too many connections") {
+				t.Errorf("%s client: %v\n%s", name, err, out)
+			}
+			t.Logf("%s", out)
+		})
 	}
 }
