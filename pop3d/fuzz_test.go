@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/roost-mail/roost/backend"
 )
 
 // FuzzParseCommand checks that any line parses into a short upper-case
@@ -103,6 +105,28 @@ func FuzzDotStuff(f *testing.F) {
 		got := dotDecode(t, out.Bytes())
 		if !bytes.HasPrefix(want, got) && !bytes.Equal(append(want, '\n'), got) {
 			t.Fatalf("TOP %d: %q is not a prefix of %q", top, got, want)
+		}
+	})
+}
+
+// FuzzUIDLFormat: a format is refused or gives, for every message, a UIDL
+// of printable ASCII without spaces (RFC 1939 section 7), and different
+// UIDs give different UIDLs when the format uses %u alone.
+func FuzzUIDLFormat(f *testing.F) {
+	f.Fuzz(func(t *testing.T, format string, uid uint32, uidv uint32) {
+		uf, err := parseUIDLFormat(format)
+		if err != nil {
+			return
+		}
+		m := backend.Message{UID: backend.UID(uid), Key: "1795628282.M554387P26027.vm,S=294,W=308"}
+		got := uf.append(nil, &m, uidv)
+		if len(got) == 0 {
+			t.Fatalf("%q gave an empty UIDL", format)
+		}
+		for _, c := range got {
+			if c <= ' ' || c > '~' {
+				t.Fatalf("%q gave %q", format, got)
+			}
 		}
 	})
 }

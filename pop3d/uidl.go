@@ -25,6 +25,9 @@ import (
 // (hexadecimal, lower case as Dovecot prints it), L (lower case), U (upper
 // case). Dovecot 2.4's "%{uid | hex(8)}" form is accepted too. Everything
 // else (%m needs mbox header MD5s) is an error at start-up.
+// maxUIDL is RFC 1939's limit on a unique-id's length.
+const maxUIDL = 70
+
 type uidlFormat struct {
 	parts []uidlPart
 	// fast is set for the default format, which is formatted without
@@ -82,6 +85,17 @@ func parseUIDLFormat(f string) (*uidlFormat, error) {
 	}
 	if !hasVar {
 		return nil, fmt.Errorf("%q: the format must contain %%u, %%v, %%f or %%g, or every message gets the same UIDL", f)
+	}
+	neverEmpty := false
+	for _, p := range uf.parts {
+		if len(p.lit) > maxUIDL || p.width > maxUIDL {
+			return nil, fmt.Errorf("%q: a UIDL may be at most %d characters (RFC 1939 section 7)", f, maxUIDL)
+		}
+		// A variable cut by an offset may come out empty.
+		neverEmpty = neverEmpty || p.v == 0 || !p.hasOff
+	}
+	if !neverEmpty {
+		return nil, fmt.Errorf("%q: add text or a variable without an offset, or some UIDLs would be empty", f)
 	}
 	return uf, nil
 }

@@ -28,8 +28,8 @@ func TestUIDLFormat(t *testing.T) {
 		{"%g", "1795628282.M554387P26027.vm,S=294,W=308"},
 		{"%{filename}", "1795628282.M554387P26027.vm,S=294,W=308"},
 		{"%4f", "1795"},
-		{"%2.3f", "956"},
-		{"%-3.3f", "308"},
+		{"f%2.3f", "f956"},
+		{"w%-3.3f", "w308"},
 		{"%UXv", "6B071CFA"},
 		{"%Xu", "1"},
 		{"%04u%%", "0001%"},
@@ -55,7 +55,7 @@ func TestUIDLFormat(t *testing.T) {
 	if got := string(uf.append(nil, big, 0xffffffff)); got != "fedcba98ffffffff" {
 		t.Errorf("wide UID: got %q", got)
 	}
-	for _, bad := range []string{"%m", "%x", "abc", "%", "%08", "%{nope}", "%{uid | md5}", "a b%u", "%-3u", "%{uid"} {
+	for _, bad := range []string{"%m", "%x", "abc", "%", "%08", "%{nope}", "%{uid | md5}", "a b%u", "%-3u", "%{uid", "%1.u", "%071u"} {
 		if _, err := parseUIDLFormat(bad); err == nil {
 			t.Errorf("%q: accepted", bad)
 		}
