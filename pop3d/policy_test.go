@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -304,4 +305,26 @@ func TestNewRejectsBadOptions(t *testing.T) {
 			t.Errorf("New(%+v) accepted", o)
 		}
 	}
+}
+
+// A client that opens the TLS port and says nothing is dropped after the
+// handshake timeout (here the shorter idle timeout), not kept for ever.
+func TestImplicitTLSSilentClient(t *testing.T) {
+	serverTLS, _ := selfSigned(t)
+	e := newEnv(t, func(o *pop3d.Options) { o.IdleTimeout = 200 * time.Millisecond })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go e.srv.Serve(tls.NewListener(ln, serverTLS))
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("server kept a silent TLS client: %v", err)
+	}
+	e.waitLog(`msg="pop3 session" .*end=tls-handshake`)
 }

@@ -49,6 +49,8 @@ const (
 	maxBadCommands = 10
 	// maxAuthFailures ends a session after this many failed logins.
 	maxAuthFailures = 5
+	// handshakeTimeout bounds a TLS handshake.
+	handshakeTimeout = 30 * time.Second
 )
 
 var (
@@ -125,6 +127,19 @@ func (s *session) run() {
 			"bytes_in", s.wire.in.Load(), "bytes_out", s.wire.out.Load())
 	}()
 	s.stats.end = "disconnect"
+	if tc, ok := s.wire.Conn.(*tls.Conn); ok {
+		// Implicit TLS: the handshake reads before any deadline of ours
+		// would apply, so bound it here (a silent client must not hold a
+		// connection open).
+		ctx, cancel := context.WithTimeout(s.ctx, min(s.srv.opts.IdleTimeout, handshakeTimeout))
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			s.stats.end = "tls-handshake"
+			s.log.Debug("pop3 TLS handshake failed", "err", err)
+			return
+		}
+	}
 	if s.srv.apop != nil {
 		s.timestamp = newTimestamp(s.srv.opts.Hostname)
 		s.reply("+OK %s POP3 server ready %s", s.srv.opts.Hostname, s.timestamp)
@@ -230,7 +245,7 @@ func (s *session) flush() error {
 // section 4); the session's buffers now read and write through TLS.
 func (s *session) startTLS() error {
 	tc := tls.Server(s.wire, s.srv.opts.TLSConfig)
-	ctx, cancel := context.WithTimeout(s.ctx, s.srv.opts.IdleTimeout)
+	ctx, cancel := context.WithTimeout(s.ctx, min(s.srv.opts.IdleTimeout, handshakeTimeout))
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
 		s.log.Info("pop3 STLS handshake failed", "err", err)
