@@ -54,8 +54,8 @@ func (e *Env) openLDAP() (*ldapauth.Authenticator, error) {
 		}
 		// One line, as "echo secret > file" writes it.
 		password = strings.TrimRight(string(b), "\r\n")
-		if fi, err := os.Stat(l.BindPasswordFile); err == nil && fi.Mode().Perm()&0o007 != 0 {
-			e.Logger.Warn("the LDAP service password file is readable by every user: chmod o-rwx it",
+		if fi, err := os.Stat(l.BindPasswordFile); err == nil && fi.Mode().Perm()&0o004 != 0 {
+			e.Logger.Warn("the LDAP service password file is readable by every user: chmod o-r it",
 				"file", l.BindPasswordFile, "mode", fi.Mode().Perm().String())
 		}
 	}

@@ -14,9 +14,10 @@ import (
 	"github.com/roost-mail/roost/netguard"
 )
 
-// SocketMode is the permission of unix sockets Listen creates: the daemon's
-// user and group may connect (Postfix's lmtp client must be in that group,
-// or the socket must be handed over by running as root; see Listen).
+// SocketMode is the permission of unix sockets Listen creates: the owner
+// and the group may connect. The group is the daemon's, or the directory's
+// when it is setgid (the package's /var/spool/postfix/roost is vmail:postfix
+// 2750, so Postfix may connect); as root, see Listen.
 const SocketMode = 0o660
 
 // refuseMessages are written to a client refused by a connection limit on
