@@ -125,3 +125,42 @@ func TestDovecotUIDLs(t *testing.T) {
 		t.Errorf("Dovecot after Roost: UIDLs differ\nRoost   %q\nDovecot %q", roost, got)
 	}
 }
+
+// TestDovecotUidlistFixture reads the files Dovecot 2.3 left in a Maildir
+// (observed on Debian 12, formats.md 2.6 and 3.1) without needing Dovecot:
+// UID 1 under UIDVALIDITY 1795628282 must be 000000016b071cfa, and a P
+// field must win.
+func TestDovecotUidlistFixture(t *testing.T) {
+	e := newEnv(t, nil)
+	md := e.maildir("alice")
+	e.deliver("alice") // the directories
+	// 14 lines, 294 octets with LF, 308 with CRLF: the S= and W= in the name.
+	body := "Subject: from Dovecot\n\n" + strings.Repeat("012345678901234567890\n", 11) + strings.Repeat("x", 28) + "\n"
+	if len(body) != 294 || strings.Count(body, "\n") != 14 {
+		t.Fatalf("fixture is %d octets, %d lines", len(body), strings.Count(body, "\n"))
+	}
+	files := map[string]string{
+		"cur/1795628282.M554387P26027.vm,S=294,W=308:2,FSab": body,
+		"cur/1795628290.M1P26027.vm:2,S":                     "Subject: migrated\n\nx\n",
+		"dovecot-uidlist": "3 V1795628282 N5 G38460b21fa1c076bab65000083ecc375\n" +
+			"1 :1795628282.M554387P26027.vm,S=294,W=308\n" +
+			"4 PUID7-1795628372 W23 :1795628290.M1P26027.vm\n",
+		"dovecot-keywords": "0 $Junk\n1 $Label1\n",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(md, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.login("alice", "secret").run(`
+		C: UIDL
+		S: +OK
+		S: 1 000000016b071cfa
+		S: 2 UID7-1795628372
+		S: .
+		C: LIST
+		S: +OK 2 messages (331 octets)
+		S: 1 308
+		S: 2 23
+		S: .`)
+}

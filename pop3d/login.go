@@ -184,9 +184,11 @@ func (s *session) login(user, mech string, check func(context.Context) (*auth.Id
 		t.Succeed(s.remote, name)
 	}
 	s.srv.opts.Metrics.Login("ok")
+	anon := s.log
 	s.log = s.log.With("user", id.User)
 	drop, rc := s.openMaildrop(id)
 	if drop == nil {
+		s.log = anon // the client may log in again, maybe as someone else
 		s.reply("%s", rc)
 		return nil
 	}
