@@ -29,6 +29,8 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, opts *ima
 	}
 	sel := s.sel
 	cur, _ := sel.st.current()
+	flush := s.cc.batch()
+	defer flush() //nolint:errcheck // a failed write fails the next one too
 
 	// Reading a body section sets \Seen (RFC 3501 6.4.5), never in a
 	// read-only mailbox.

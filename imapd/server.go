@@ -352,13 +352,46 @@ func addrOf(a net.Addr) netip.Addr {
 }
 
 // countConn counts the octets of one client connection, below TLS, and
-// carries what the session logs about it.
+// carries what the session logs about it. While batching, it gathers
+// writes: go-imap flushes after every response line, which would cost a
+// system call per message of a large FETCH.
 type countConn struct {
 	net.Conn
 	id      uint64
 	start   time.Time
 	tls     bool // implicit TLS
 	in, out atomic.Int64
+
+	wmu      sync.Mutex
+	batching bool
+	wbuf     []byte
+}
+
+const batchSize = 64 << 10
+
+// batch starts gathering writes until the returned function is called.
+func (c *countConn) batch() (flush func() error) {
+	c.wmu.Lock()
+	c.batching = true
+	c.wmu.Unlock()
+	return func() error {
+		c.wmu.Lock()
+		defer c.wmu.Unlock()
+		c.batching = false
+		err := c.flushLocked()
+		c.wbuf = nil
+		return err
+	}
+}
+
+func (c *countConn) flushLocked() error {
+	if len(c.wbuf) == 0 {
+		return nil
+	}
+	n, err := c.Conn.Write(c.wbuf)
+	c.out.Add(int64(n))
+	c.wbuf = c.wbuf[:0]
+	return err
 }
 
 func (c *countConn) Read(b []byte) (int, error) {
@@ -368,6 +401,22 @@ func (c *countConn) Read(b []byte) (int, error) {
 }
 
 func (c *countConn) Write(b []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.batching {
+		if c.wbuf == nil {
+			c.wbuf = make([]byte, 0, batchSize)
+		}
+		if len(c.wbuf)+len(b) > batchSize {
+			if err := c.flushLocked(); err != nil {
+				return 0, err
+			}
+		}
+		if len(b) < batchSize {
+			c.wbuf = append(c.wbuf, b...)
+			return len(b), nil
+		}
+	}
 	n, err := c.Conn.Write(b)
 	c.out.Add(int64(n))
 	return n, err

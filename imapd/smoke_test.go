@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -24,3 +25,11 @@ func TestSmoke(t *testing.T) {
 }
 
 func errorsAs(err error, target any) bool { return errors.As(err, target) }
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+func writeFile(t testing.TB, name, s string) {
+	if err := os.WriteFile(name, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -16,7 +16,7 @@ import (
 // blank line, keeping at most maxHeaderBytes of it. n is the octet length
 // of the whole header block (the offset of the body).
 func readHeaderBlock(r io.Reader) (hdr []byte, n int64, err error) {
-	br := bufio.NewReaderSize(r, 8<<10)
+	br := bufio.NewReaderSize(r, 4<<10)
 	var buf bytes.Buffer
 	for {
 		line, err := br.ReadSlice('\n')
@@ -47,7 +47,7 @@ func parseHeader(raw []byte) textproto.Header {
 	if !bytes.HasSuffix(b, []byte("\r\n\r\n")) && !bytes.HasSuffix(b, []byte("\n\n")) {
 		b = append(append([]byte(nil), raw...), "\r\n"...)
 	}
-	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(b)))
+	h, _ := textproto.ReadHeader(bufio.NewReaderSize(bytes.NewReader(b), 512))
 	return h
 }
 
