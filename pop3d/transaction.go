@@ -65,8 +65,8 @@ func (s *session) listing(args, name string, value func(buf []byte, i int) []byt
 			continue
 		}
 		buf = strconv.AppendInt(buf[:0], int64(i+1), 10)
-		buf = value(append(buf, ' '), i)
-		if _, err := s.bw.Write(append(buf, "\r\n"...)); err != nil {
+		buf = append(value(append(buf, ' '), i), "\r\n"...)
+		if _, err := s.bw.Write(buf); err != nil {
 			return err
 		}
 	}
