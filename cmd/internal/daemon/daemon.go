@@ -1,7 +1,7 @@
 // Package daemon is the wiring every Roost daemon (imapd, pop3d, lmtpd)
 // shares, so that their main packages stay a few lines long:
 //
-//	env, err := daemon.Open(ctx, configPath, "imapd", stderr)
+//	env, err := daemon.Open(ctx, configPath, "pop3d", stderr)
 //	if err != nil { return err }
 //	defer env.Close()
 //	lns, err := env.Listen(env.Config.POP3.Listen, false)      // + STLS
