@@ -155,6 +155,7 @@ func Run(ctx context.Context, o Options) (*Results, string, error) {
 		"roost":   newRoost(daemonsFor(o.Workloads), o.BinDir, filepath.Join(work, "roost"), users, maxConns),
 	}
 	res := newResults()
+	loadBefore := loadAvg()
 	for rep := 0; rep < o.Reps; rep++ {
 		// Alternate which server goes first.
 		order := slices.Clone(o.Servers)
@@ -173,7 +174,9 @@ func Run(ctx context.Context, o Options) (*Results, string, error) {
 		}
 	}
 	meta := Meta{
-		Date: time.Now(), Command: o.Command, Machine: machine(), Data: o.Data,
+		Date: time.Now(), Command: o.Command, Data: o.Data,
+		// Other work on the machine shows in every number: say how busy it was.
+		Machine: fmt.Sprintf("%s; load average %s before, %s after", machine(), loadBefore, loadAvg()),
 		Options: fmt.Sprintf("%d repetitions; workloads %s; mixed %d clients × %s; LMTP %d × %d KB over %d connections; idle %v; POP3 %d sessions",
 			o.Reps, strings.Join(o.Workloads, ", "), o.MixedClients, o.MixedDuration, o.LMTPMessages, o.LMTPSizeKB, o.LMTPClients, o.Idle, o.POP3Sessions),
 	}
@@ -241,6 +244,15 @@ func writeUsers(path string, users []string) error {
 		fmt.Fprintf(&b, "%s:{PLAIN}%s::::::\n", u, Password(u))
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// loadAvg returns the 1-minute load average.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(b))[0]
 }
 
 func machine() string {
