@@ -307,7 +307,8 @@ func (c *wireConn) Read(p []byte) (int, error) {
 	}
 	n, err := c.Conn.Read(p)
 	c.in.Add(int64(n))
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
 		c.timedOut.Store(true)
 		if c.closing.Load() {
 			err = errShuttingDown
