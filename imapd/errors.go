@@ -63,10 +63,6 @@ func (s *session) fail(op string, err error) error {
 		Text: "Internal error at " + time.Now().UTC().Format(time.RFC3339) + "; the administrator can find it in the log"}
 }
 
-// Protocol errors of Roost's own.
-var (
-	errReadOnly = &imap.Error{Type: imap.StatusResponseTypeNo, Code: "READ-ONLY",
-		Text: "Mailbox is read-only (selected with EXAMINE)"}
-	errNoSelected = &imap.Error{Type: imap.StatusResponseTypeBad, Code: imap.ResponseCodeClientBug,
-		Text: "No mailbox selected"}
-)
+// errReadOnly answers a change to a mailbox selected with EXAMINE.
+var errReadOnly = &imap.Error{Type: imap.StatusResponseTypeNo, Code: "READ-ONLY",
+	Text: "Mailbox is read-only (selected with EXAMINE)"}

@@ -20,9 +20,7 @@ import (
 // no file access; ENVELOPE and BODYSTRUCTURE come from the cache or one
 // read of the message; body sections are byte ranges of the file, streamed.
 func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, opts *imap.FetchOptions) error {
-	if s.sel == nil {
-		return errNoSelected
-	}
+	defer s.timed("FETCH")()
 	idx, err := s.resolve(numSet)
 	if err != nil {
 		return err

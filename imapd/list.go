@@ -13,6 +13,7 @@ import (
 // List implements LIST and LSUB with LIST-EXTENDED (RFC 5258), LIST-STATUS
 // (RFC 5819), SPECIAL-USE (RFC 6154) and CHILDREN (RFC 3348).
 func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, opts *imap.ListOptions) error {
+	defer s.timed("LIST")()
 	if len(patterns) == 0 {
 		// LIST "" "" asks for the delimiter and the root (RFC 3501 6.3.8).
 		return w.WriteList(&imap.ListData{Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect}, Delim: s.srv.delim})
@@ -209,6 +210,7 @@ func (s *session) setSubscribed(name string, on bool) error {
 // Status implements STATUS, including SIZE (RFC 8438), DELETED (RFC 9051)
 // and APPENDLIMIT (RFC 7889).
 func (s *session) Status(name string, opts *imap.StatusOptions) (*imap.StatusData, error) {
+	defer s.timed("STATUS")()
 	sname, err := s.srv.toStore(name)
 	if err != nil {
 		return nil, err

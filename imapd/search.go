@@ -25,9 +25,7 @@ const maxSearchPart = 16 << 20
 // header; BODY and TEXT decode each text part's transfer encoding and
 // charset and compare case-insensitively.
 func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, opts *imap.SearchOptions) (*imap.SearchData, error) {
-	if s.sel == nil {
-		return nil, errNoSelected
-	}
+	defer s.timed("SEARCH")()
 	cur, _ := s.sel.st.current()
 	var matches []int
 	for k := range s.sel.view.Messages {

@@ -35,6 +35,7 @@ type flagState struct {
 }
 
 func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectData, error) {
+	defer s.timed("SELECT")()
 	s.unselect()
 	sname, err := s.srv.toStore(name)
 	if err != nil {
@@ -368,18 +369,18 @@ func (s *session) resolve(numSet imap.NumSet) ([]int, error) {
 			}
 		}
 	}
-	if len(idx) > 1 && !sort.IntsAreSorted(idx) || hasDup(idx) {
+	if !strictlyAscending(idx) {
 		sort.Ints(idx)
 		idx = slices.Compact(idx)
 	}
 	return idx, nil
 }
 
-func hasDup(sorted []int) bool {
-	for i := 1; i < len(sorted); i++ {
-		if sorted[i] <= sorted[i-1] {
-			return true
+func strictlyAscending(idx []int) bool {
+	for i := 1; i < len(idx); i++ {
+		if idx[i] <= idx[i-1] {
+			return false
 		}
 	}
-	return false
+	return true
 }

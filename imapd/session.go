@@ -184,6 +184,13 @@ func (s *session) Authenticate(mech string) (sasl.Server, error) {
 	return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Text: "Unsupported authentication mechanism"}
 }
 
+// timed records how long a command took: go-imap has no command hook, so
+// each handler reports its own.
+func (s *session) timed(name string) func() {
+	start := time.Now()
+	return func() { s.srv.opts.Metrics.Command(name, time.Since(start)) }
+}
+
 // AppendLimit is announced as APPENDLIMIT= (RFC 7889).
 func (s *session) AppendLimit() uint32 { return uint32(s.srv.opts.AppendLimit) }
 

@@ -30,9 +30,7 @@ func splitFlags(flags []imap.Flag) (backend.Flags, []string) {
 
 // Store implements STORE and UID STORE, with .SILENT and keywords.
 func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, _ *imap.StoreOptions) error {
-	if s.sel == nil {
-		return errNoSelected
-	}
+	defer s.timed("STORE")()
 	if s.sel.readOnly {
 		return errReadOnly
 	}
@@ -94,7 +92,7 @@ func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) 
 // Move implements MOVE and UID MOVE (RFC 6851). The EXPUNGE responses are
 // sent by the poll that follows, from the store's new snapshot.
 func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) error {
-	if s.sel != nil && s.sel.readOnly {
+	if s.sel.readOnly {
 		return errReadOnly
 	}
 	data, err := s.copyOrMove(numSet, dest, true)
@@ -105,9 +103,7 @@ func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string
 }
 
 func (s *session) copyOrMove(numSet imap.NumSet, dest string, move bool) (*imap.CopyData, error) {
-	if s.sel == nil {
-		return nil, errNoSelected
-	}
+	defer s.timed(map[bool]string{false: "COPY", true: "MOVE"}[move])()
 	idx, err := s.resolve(numSet)
 	if err != nil {
 		return nil, err
@@ -161,9 +157,7 @@ func (s *session) refresh(name string, sourceChanged bool) {
 // Expunge implements EXPUNGE, UID EXPUNGE (RFC 4315) and the expunge of
 // CLOSE. The EXPUNGE responses come from the poll that follows.
 func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error {
-	if s.sel == nil {
-		return errNoSelected
-	}
+	defer s.timed("EXPUNGE")()
 	if s.sel.readOnly {
 		if isCloseWriter(w) {
 			return nil // CLOSE after EXAMINE removes nothing and is no error (RFC 3501 6.4.2)
@@ -206,6 +200,7 @@ func isCloseWriter(w *imapserver.ExpungeWriter) bool {
 // Append implements APPEND with flags, keywords and internal date; the
 // store checks the quota before the message becomes visible.
 func (s *session) Append(mailbox string, r imap.LiteralReader, opts *imap.AppendOptions) (*imap.AppendData, error) {
+	defer s.timed("APPEND")()
 	name, err := s.srv.toStore(mailbox)
 	if err != nil {
 		return nil, err
