@@ -262,14 +262,17 @@ func (m rawMailbox) OpenMessage(context.Context, backend.UID) (io.ReadCloser, er
 	return os.Open(m.path)
 }
 
-// readUntil reads r until the data seen ends with end.
+// readUntil reads r until the data seen ends with end, without keeping
+// (or allocating for) what it read.
 func readUntil(tb testing.TB, r io.Reader, buf, end []byte) {
-	var tail []byte
+	tail := make([]byte, 0, 2*len(end)+len(buf))
 	for {
 		n, err := r.Read(buf)
-		tail = append(tail, buf[:n]...)
-		if len(tail) > len(end) {
-			tail = tail[len(tail)-len(end):]
+		if n >= len(end) {
+			tail = append(tail[:0], buf[n-len(end):n]...)
+		} else {
+			tail = append(tail, buf[:n]...)
+			tail = append(tail[:0], tail[max(len(tail)-len(end), 0):]...)
 		}
 		if bytes.Equal(tail, end) {
 			return

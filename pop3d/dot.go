@@ -15,12 +15,11 @@ import (
 
 var lfDot = []byte("\n.")
 
-// copyDotStuffed copies the message r to w dot-stuffed, adds a line end if
-// the message lacks a final one, and writes the terminating ".\r\n". It
-// returns the number of message octets read. Errors writing to w are
-// *writeError.
-func copyDotStuffed(w *bufio.Writer, r io.Reader) (int64, error) {
-	buf := make([]byte, 64<<10)
+// copyDotStuffed copies the message r to w dot-stuffed, reading through
+// buf, adds a line end if the message lacks a final one, and writes the
+// terminating ".\r\n". It returns the number of message octets read.
+// Errors writing to w are *writeError.
+func copyDotStuffed(w *bufio.Writer, r io.Reader, buf []byte) (int64, error) {
 	var total int64
 	bol := true // at the beginning of a line
 	for {

@@ -85,7 +85,7 @@ func FuzzDotStuff(f *testing.F) {
 		msg = bytes.ReplaceAll(msg, []byte("\n"), []byte("\r\n"))
 		var out bytes.Buffer
 		w := bufio.NewWriter(&out)
-		n, err := copyDotStuffed(w, bytes.NewReader(msg))
+		n, err := copyDotStuffed(w, bytes.NewReader(msg), make([]byte, 1+len(msg)%64))
 		w.Flush()
 		if err != nil || n != int64(len(msg)) {
 			t.Fatalf("copy: n=%d err=%v", n, err)

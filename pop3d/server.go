@@ -107,6 +107,7 @@ type Server struct {
 
 	closing atomic.Bool
 	nextID  atomic.Uint64
+	bulk    sync.Pool // *bulkBuffers
 	wg      sync.WaitGroup // running sessions
 
 	mu        sync.Mutex
@@ -162,6 +163,7 @@ func New(opts Options) (*Server, error) {
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*wireConn]struct{}),
 	}
+	s.bulk.New = newBulkBuffers
 	s.apop, _ = opts.Auth.(APOPAuthenticator)
 	return s, nil
 }

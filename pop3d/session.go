@@ -104,7 +104,7 @@ func newSession(srv *Server, wc *wireConn) *session {
 	_, s.tls = wc.Conn.(*tls.Conn)
 	s.secure = s.tls || srv.opts.IsSecure(wc.Conn)
 	s.br = bufio.NewReaderSize(s.conn, maxAuthLine)
-	s.bw = bufio.NewWriterSize(s.conn, 64<<10)
+	s.bw = bufio.NewWriterSize(s.conn, 4<<10)
 	s.log = srv.log.With("conn", s.id, "remote", s.remote.String())
 	return s
 }
@@ -239,6 +239,35 @@ func (s *session) reply(format string, args ...any) {
 
 func (s *session) flush() error {
 	return s.bw.Flush()
+}
+
+// bulkBuffers are the large buffers of one long response (RETR, TOP, a LIST
+// or UIDL of every message). They are pooled in the Server, so an idle
+// session holds only its 4 KiB reader and writer.
+type bulkBuffers struct {
+	w  *bufio.Writer // 256 KiB: few, large socket writes
+	in []byte        // 128 KiB: reads from the message file
+}
+
+func newBulkBuffers() any {
+	return &bulkBuffers{w: bufio.NewWriterSize(nil, 256<<10), in: make([]byte, 128<<10)}
+}
+
+// bulk runs fn with the large buffers. Replies already queued go out
+// first; everything fn wrote is flushed when it returns.
+func (s *session) bulk(fn func(w *bufio.Writer, in []byte) error) error {
+	if err := s.bw.Flush(); err != nil {
+		return err
+	}
+	b := s.srv.bulk.Get().(*bulkBuffers)
+	b.w.Reset(s.conn)
+	err := fn(b.w, b.in)
+	if ferr := b.w.Flush(); err == nil && ferr != nil {
+		err = &writeError{ferr}
+	}
+	b.w.Reset(nil)
+	s.srv.bulk.Put(b)
+	return err
 }
 
 // startTLS switches the connection to TLS after "+OK" was flushed (RFC 2595

@@ -1,6 +1,7 @@
 package pop3d
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"strconv"
@@ -54,24 +55,25 @@ func (s *session) listing(args, name string, value func(buf []byte, i int) []byt
 		s.bw.Write(append(buf, "\r\n"...))
 		return nil
 	}
-	if name == "LIST" {
-		s.reply("+OK %d messages (%d octets)", d.count, d.size)
-	} else {
-		s.reply("+OK")
-	}
-	var buf []byte
-	for i := range d.msgs {
-		if d.deleted[i] {
-			continue
+	return s.bulk(func(w *bufio.Writer, buf []byte) error {
+		if name == "LIST" {
+			fmt.Fprintf(w, "+OK %d messages (%d octets)\r\n", d.count, d.size)
+		} else {
+			w.WriteString("+OK\r\n")
 		}
-		buf = strconv.AppendInt(buf[:0], int64(i+1), 10)
-		buf = append(value(append(buf, ' '), i), "\r\n"...)
-		if _, err := s.bw.Write(buf); err != nil {
-			return err
+		for i := range d.msgs {
+			if d.deleted[i] {
+				continue
+			}
+			buf = strconv.AppendInt(buf[:0], int64(i+1), 10)
+			buf = append(value(append(buf, ' '), i), "\r\n"...)
+			if _, err := w.Write(buf); err != nil {
+				return err
+			}
 		}
-	}
-	s.reply(".")
-	return nil
+		_, err := w.WriteString(".\r\n")
+		return err
+	})
 }
 
 func (s *session) cmdDELE(args string) error {
@@ -112,10 +114,7 @@ func (s *session) cmdRETR(args string) error {
 	if err != nil || !sent {
 		return err
 	}
-	// Only a message that left in full is marked \Seen.
-	if err := s.flush(); err != nil {
-		return err
-	}
+	// bulk flushed it: only a message that left in full is marked \Seen.
 	s.drop.sent[i] = true
 	s.stats.retr++
 	s.stats.retrBytes += n
@@ -161,16 +160,17 @@ func (s *session) sendMessage(i int, lines int64) (n int64, sent bool, err error
 		return 0, false, nil
 	}
 	defer r.Close()
-	if lines < 0 {
-		s.reply("+OK %d octets", m.Size)
-	} else {
-		s.reply("+OK")
-	}
-	if lines < 0 {
-		n, err = copyDotStuffed(s.bw, r)
-	} else {
-		n, err = copyTop(s.bw, r, lines)
-	}
+	err = s.bulk(func(w *bufio.Writer, buf []byte) error {
+		var err error
+		if lines < 0 {
+			fmt.Fprintf(w, "+OK %d octets\r\n", m.Size)
+			n, err = copyDotStuffed(w, r, buf)
+		} else {
+			w.WriteString("+OK\r\n")
+			n, err = copyTop(w, r, lines)
+		}
+		return err
+	})
 	if err != nil {
 		var we *writeError
 		if !errors.As(err, &we) {

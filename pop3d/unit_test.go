@@ -113,7 +113,7 @@ func TestCopyDotStuffed(t *testing.T) {
 		} {
 			var out bytes.Buffer
 			w := bufio.NewWriter(&out)
-			n, err := copyDotStuffed(w, r(strings.NewReader(tc.in)))
+			n, err := copyDotStuffed(w, r(strings.NewReader(tc.in)), make([]byte, 7))
 			w.Flush()
 			if err != nil || n != int64(len(tc.in)) || out.String() != tc.want {
 				t.Errorf("%q: got %q n=%d err=%v, want %q", tc.in, out.String(), n, err, tc.want)
@@ -235,7 +235,7 @@ func BenchmarkCopyDotStuffed(b *testing.B) {
 	b.Run("dot-stuffed", func(b *testing.B) {
 		b.SetBytes(int64(msg.Len()))
 		for b.Loop() {
-			copyDotStuffed(w, bytes.NewReader(msg.Bytes()))
+			copyDotStuffed(w, bytes.NewReader(msg.Bytes()), make([]byte, 128<<10))
 		}
 	})
 	b.Run("plain-copy", func(b *testing.B) {
