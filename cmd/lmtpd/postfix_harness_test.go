@@ -60,7 +60,7 @@ func startPostfix(t *testing.T, snippets []string, overrides string) *postfix {
 
 	p := &postfix{t: t, dir: pfDir, etc: pfDir + "/etc", spool: pfDir + "/spool", maillog: pfDir + "/maillog", port: freePort(t)}
 	// A previous run killed hard may have left the instance running.
-	exec.Command("postfix", "-c", p.etc, "stop").Run()
+	p.stop()
 	if err := os.RemoveAll(pfDir); err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func startPostfix(t *testing.T, snippets []string, overrides string) *postfix {
 	mustRun(t, "postfix", "-c", p.etc, "set-permissions")
 	mustRun(t, "postfix", "-c", p.etc, "start")
 	t.Cleanup(func() {
-		exec.Command("postfix", "-c", p.etc, "stop").Run()
+		p.stop()
 		if t.Failed() {
 			if b, err := os.ReadFile(p.maillog); err == nil {
 				t.Logf("Postfix maillog (last 4 KB):\n%s", tail(string(b), 4096))
@@ -155,9 +155,16 @@ queue_run_delay = 1s
 		}
 		fmt.Fprintf(&b, "\n# ---- deploy/postfix/%s\n%s", s, data)
 	}
-	fmt.Fprintf(&b, "\n# ---- test overrides\n%s\n", overrides)
 	if err := os.WriteFile(filepath.Join(p.etc, "main.cf"), []byte(b.String()), 0o644); err != nil {
 		p.t.Fatal(err)
+	}
+	// Site-specific values (paths) replace the snippet's in place: a
+	// parameter defined twice makes every Postfix process warn, and
+	// postlogd, logging its own warnings to itself, then deadlocks.
+	for _, line := range strings.Split(strings.TrimSpace(overrides), "\n") {
+		if strings.TrimSpace(line) != "" {
+			mustRun(p.t, "postconf", "-c", p.etc, "-e", line)
+		}
 	}
 }
 
@@ -207,6 +214,14 @@ func (p *postfix) waitPort() {
 		time.Sleep(100 * time.Millisecond)
 	}
 	p.t.Fatalf("Postfix smtpd did not come up on port %d", p.port)
+}
+
+// stop stops the instance, giving up after 30 seconds rather than hanging
+// the test run.
+func (p *postfix) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	exec.CommandContext(ctx, "postfix", "-c", p.etc, "stop").Run()
 }
 
 // flush asks Postfix to retry deferred mail now.

@@ -48,7 +48,13 @@ bob@example.edu:{PLAIN}pw
 func newRoost(t *testing.T, pf *postfix) *roost {
 	t.Helper()
 	r := &roost{t: t, bin: t.TempDir(), mailRoot: filepath.Join(pf.dir, "vmail"),
-		socket: filepath.Join(pf.spool, "private", "roost-lmtp"), logFile: filepath.Join(pf.dir, "lmtpd.log")}
+		socket: filepath.Join(pf.spool, "roost", "lmtp"), logFile: filepath.Join(pf.dir, "lmtpd.log")}
+	// The socket directory the roost package makes in Postfix's queue.
+	if err := os.MkdirAll(filepath.Dir(r.socket), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, "chgrp", "postfix", filepath.Dir(r.socket))
+	mustRun(t, "chmod", "2750", filepath.Dir(r.socket))
 	for _, b := range []struct{ out, pkg string }{{"lmtpd", "."}, {"roostctl", "../roostctl"}} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(r.bin, b.out), b.pkg)
 		if out, err := cmd.CombinedOutput(); err != nil {
