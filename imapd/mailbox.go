@@ -4,6 +4,7 @@ import (
 	"context"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/roost-mail/roost/backend"
 )
@@ -21,6 +22,9 @@ type mailboxState struct {
 	mbox  backend.Mailbox // set before ready is closed
 	user  *userRef        // immutable; keeps the handle mbox came from open
 	refs  int             // guarded by Server.mu
+	// linger closes the mailbox a while after its last session left, so
+	// that a client reconnecting finds it open; guarded by Server.mu.
+	linger *time.Timer
 
 	mu         sync.Mutex
 	snap       *backend.Snapshot
@@ -36,6 +40,7 @@ func (s *Server) openMailbox(ctx context.Context, user *userRef, name string) (*
 	st := s.mailboxes[key]
 	if st != nil {
 		st.refs++
+		st.stopLingerLocked()
 		s.mu.Unlock()
 		<-st.ready
 		if st.err != nil {
@@ -90,23 +95,51 @@ func (s *Server) lookupMailbox(username, name string) *mailboxState {
 		return nil
 	}
 	st.refs++
+	st.stopLingerLocked()
 	return st
 }
 
+func (st *mailboxState) stopLingerLocked() {
+	if st.linger != nil {
+		st.linger.Stop()
+		st.linger = nil
+	}
+}
+
+// releaseMailbox drops a reference. The last one leaves the mailbox open
+// for Options.MailboxLinger, then closes it.
 func (s *Server) releaseMailbox(st *mailboxState) {
 	s.mu.Lock()
 	st.refs--
-	last := st.refs == 0
-	if last && s.mailboxes[st.key] == st {
+	if st.refs > 0 {
+		s.mu.Unlock()
+		return
+	}
+	if st.err == nil && !s.closing && s.opts.MailboxLinger > 0 && s.mailboxes[st.key] == st {
+		st.linger = time.AfterFunc(s.opts.MailboxLinger, func() { s.expireMailbox(st) })
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	s.expireMailbox(st)
+}
+
+// expireMailbox closes st unless a session took it up again.
+func (s *Server) expireMailbox(st *mailboxState) {
+	s.mu.Lock()
+	if st.refs > 0 {
+		s.mu.Unlock()
+		return
+	}
+	st.stopLingerLocked()
+	if s.mailboxes[st.key] == st {
 		delete(s.mailboxes, st.key)
 	}
 	s.mu.Unlock()
-	if last {
-		if st.mbox != nil {
-			st.mbox.Close()
-		}
-		s.releaseUser(st.user)
+	if st.mbox != nil {
+		st.mbox.Close()
 	}
+	s.releaseUser(st.user)
 }
 
 // userRef is the one store handle per user in this process, shared by the

@@ -68,8 +68,13 @@ type Options struct {
 	// address (Dovecot's mail_max_userip_connections); 0 = no limit.
 	MaxUserIPConnections int
 	// CacheBytes bounds the memory for ENVELOPE and BODYSTRUCTURE data
-	// kept between commands; 0 means 64 MiB, negative disables the cache.
+	// kept between commands (about 800 bytes per message); 0 means
+	// 256 MiB, negative disables the cache.
 	CacheBytes int64
+	// MailboxLinger keeps a mailbox open this long after its last session
+	// closed it, so that reconnecting clients (phones, webmail) find it
+	// ready; 0 means one minute, negative closes at once.
+	MailboxLinger time.Duration
 	// RescanInterval makes IDLE re-check the mailbox even when the store
 	// signals no change (a safety net for network file systems); 0 means
 	// 30 seconds.
@@ -124,7 +129,10 @@ func New(opts Options) (*Server, error) {
 		opts.IdleTimeout = 30 * time.Minute
 	}
 	if opts.CacheBytes == 0 {
-		opts.CacheBytes = 64 << 20
+		opts.CacheBytes = 256 << 20
+	}
+	if opts.MailboxLinger == 0 {
+		opts.MailboxLinger = time.Minute
 	}
 	if opts.RescanInterval <= 0 {
 		opts.RescanInterval = 30 * time.Second
@@ -279,7 +287,16 @@ func (s *Server) Close() error {
 	for sess := range s.sessions {
 		conns = append(conns, sess.cc)
 	}
+	var idle []*mailboxState
+	for _, st := range s.mailboxes {
+		if st.refs == 0 {
+			idle = append(idle, st)
+		}
+	}
 	s.mu.Unlock()
+	for _, st := range idle {
+		s.expireMailbox(st)
+	}
 	// Closing the queues ends go-imap's accept loops; its own Close is not
 	// used, as it races with a Serve that has just started.
 	for _, q := range s.queues {
