@@ -74,6 +74,7 @@ func runMixed(ctx context.Context, e *env) error {
 	failures := &failureLog{max: 20}
 	runCtx, cancel := context.WithTimeout(ctx, e.opts.MixedDuration)
 	defer cancel()
+	deadline, _ := runCtx.Deadline()
 	start := time.Now()
 	var wg sync.WaitGroup
 	for _, c := range clients {
@@ -83,8 +84,10 @@ func runMixed(ctx context.Context, e *env) error {
 			for runCtx.Err() == nil {
 				user := c.users[c.rng.IntN(len(c.users))]
 				if err := c.session(runCtx, e.srv.Addr("imap"), user, lat); err != nil {
-					if runCtx.Err() != nil {
-						return // the run ended mid-session; not a failure
+					// The run ended mid-session: not a failure. A dial may see
+					// the deadline a moment before runCtx reports it.
+					if runCtx.Err() != nil || !time.Now().Before(deadline) {
+						return
 					}
 					lat.mu.Lock()
 					lat.bad++
