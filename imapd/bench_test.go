@@ -203,9 +203,10 @@ func BenchmarkLargeMailbox(b *testing.B) {
 	})
 }
 
-// BenchmarkIdleMemory reports the heap each IDLE connection costs: it
+// BenchmarkIdleMemory reports the memory each IDLE connection costs: it
 // opens ROOST_BENCH_IDLE (default 1,000) sessions that select INBOX and
-// IDLE, and divides the heap growth by their number.
+// IDLE, and divides the growth of heap and goroutine stacks by their
+// number.
 func BenchmarkIdleMemory(b *testing.B) {
 	conns := 1000
 	if v, err := strconv.Atoi(os.Getenv("ROOST_BENCH_IDLE")); err == nil && v > 0 {
@@ -241,7 +242,8 @@ func BenchmarkIdleMemory(b *testing.B) {
 		runtime.ReadMemStats(&after)
 		// The client side of each connection lives in this process too;
 		// it is a bare net.Conn, a few hundred bytes.
-		b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/float64(conns)/1024, "KB/conn")
+		grown := int64(after.HeapInuse+after.StackInuse) - int64(before.HeapInuse+before.StackInuse)
+		b.ReportMetric(float64(grown)/float64(conns)/1024, "KB/conn")
 		b.ReportMetric(float64(runtime.NumGoroutine())/float64(conns), "goroutines/conn")
 		for _, c := range raws {
 			c.Close()
