@@ -7,12 +7,16 @@
 package deb
 
 import (
+	"bytes"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -168,6 +172,10 @@ func TestPackageInstallUpgradePurge(t *testing.T) {
 		}
 	}
 
+	if postfix {
+		adminGuideDelivery(t, socketDir)
+	}
+
 	// Upgrade keeps an admin's change to the conffile.
 	f, err := os.OpenFile("/etc/roost/roost.yaml", os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
@@ -218,4 +226,138 @@ func TestPackageInstallUpgradePurge(t *testing.T) {
 	if _, err := user.Lookup("vmail"); (err == nil) != hadVmail {
 		t.Errorf("vmail user exists after purge: %v; it existed before the test: %v", err == nil, hadVmail)
 	}
+}
+
+// adminGuideDelivery follows docs/admin.md on the installed package: the
+// daemons run as vmail (as the units start them), lmtpd makes its socket in
+// the package's directory inside Postfix's queue, the postfix user delivers
+// through it, and the message is read over IMAP and POP3 with TLS.
+func adminGuideDelivery(t *testing.T, socketDir string) {
+	t.Helper()
+	testenv.Require(t, "setpriv", "util-linux")
+	testenv.Require(t, "openssl", "openssl")
+	curl := testenv.Require(t, "curl", "curl")
+	python := "/usr/bin/python3" // readable by the postfix user, unlike a private install
+	if !exists(python) {
+		t.Skip("/usr/bin/python3 is missing: apt-get install python3")
+	}
+	// Everything made here goes before the function returns, so that the
+	// purge that follows finds only what the package made.
+	cfg, tlsDir := "/etc/roost/test.yaml", "/etc/roost/tls"
+	defer func() {
+		os.Remove(cfg)
+		os.RemoveAll(tlsDir)
+		os.RemoveAll("/var/vmail/alice")
+	}()
+	if err := os.WriteFile("/etc/roost/users", []byte("alice:{PLAIN}alice-secret::::::\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(tlsDir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+		"-days", "2", "-subj", "/CN=localhost", "-keyout", tlsDir+"/key.pem", "-out", tlsDir+"/cert.pem")
+	run(t, "chgrp", "-R", "vmail", tlsDir)
+	run(t, "chmod", "0640", tlsDir+"/key.pem", tlsDir+"/cert.pem")
+	imaps, pop3s := freePort(t), freePort(t)
+	socket := socketDir + "/lmtp"
+	conf := fmt.Sprintf(`mail: {root: /var/vmail}
+imap: {listen: [], listen_tls: ["127.0.0.1:%d"]}
+pop3: {listen: [], listen_tls: ["127.0.0.1:%d"]}
+lmtp: {listen: ["unix:%s"], local_domains: [example.edu]}
+tls: {cert_file: %s/cert.pem, key_file: %s/key.pem}
+`, imaps, pop3s, socket, tlsDir, tlsDir)
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	for _, d := range []string{"lmtpd", "imapd", "pop3d"} {
+		cmd := exec.Command("setpriv", "--reuid=vmail", "--regid=vmail", "--init-groups",
+			"/usr/sbin/roost-"+d, "--config", cfg)
+		cmd.Stdout, cmd.Stderr = &logs, &logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+		}()
+	}
+	defer func() {
+		if t.Failed() {
+			t.Logf("daemon logs:\n%s", logs.String())
+		}
+	}()
+	waitFor(t, func() bool {
+		st, err := os.Stat(socket)
+		return err == nil && st.Mode()&os.ModeSocket != 0
+	}, "lmtpd's socket "+socket)
+	waitFor(t, func() bool { return dialable(imaps) && dialable(pop3s) }, "imapd and pop3d")
+
+	// Postfix's lmtp client runs as user postfix.
+	send := `import smtplib; smtplib.LMTP("` + socket + `").sendmail("bob@example.org", ["alice@example.edu"], "Subject: via lmtp\n\nhello alice\n")`
+	run(t, "setpriv", "--reuid=postfix", "--regid=postfix", "--init-groups", python, "-c", send)
+
+	news, _ := filepath.Glob("/var/vmail/alice/Maildir/new/*")
+	if len(news) != 1 {
+		t.Fatalf("after delivery new/ holds %v, want one message", news)
+	}
+	if st, err := os.Stat(news[0]); err != nil || st.Sys().(*syscall.Stat_t).Uid == 0 {
+		t.Errorf("delivered file %s belongs to root, want vmail", news[0])
+	}
+	for _, url := range []string{
+		fmt.Sprintf("imaps://127.0.0.1:%d/INBOX;UID=1", imaps),
+		fmt.Sprintf("pop3s://127.0.0.1:%d/1", pop3s),
+	} {
+		out := run(t, curl, "-sS", "--cacert", tlsDir+"/cert.pem", "--user", "alice:alice-secret", strings.Replace(url, "127.0.0.1", "localhost", 1))
+		if !strings.Contains(out, "Subject: via lmtp") {
+			t.Errorf("%s did not return the delivered message:\n%s", url, out)
+		}
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func dialable(port int) bool {
+	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second)
+	if err == nil {
+		c.Close()
+	}
+	return err == nil
+}
+
+func waitFor(t *testing.T, ok func() bool, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if ok() {
+			return
+		}
+	}
+	t.Fatalf("%s not ready after 30s", what)
+}
+
+// syncBuffer collects the daemons' output.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
