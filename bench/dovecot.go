@@ -61,7 +61,6 @@ type dovecot struct {
 	maxConns int
 	ports    map[string]int // set by Start, read by workloads after it
 	procs    procGroup
-	logPath  string
 }
 
 func newDovecot(dir, users string, maxConns int) *dovecot {
@@ -199,13 +198,13 @@ func (d *dovecot) Start(ctx context.Context, mailRoot string) error {
 	if err := os.WriteFile(conf, []byte(b.String()), 0o644); err != nil {
 		return err
 	}
-	d.logPath = filepath.Join(d.dir, "dovecot.log")
+	logPath := filepath.Join(d.dir, "dovecot.log")
 	proc, err := startProcess(filepath.Join(d.dir, "stderr.log"), "dovecot", "-F", "-c", conf)
 	if err != nil {
 		return err
 	}
 	d.procs.add(proc)
-	if err := waitListening(ctx, proc, d.logPath, d.Addr("imap"), d.Addr("pop3"), d.Addr("lmtp")); err != nil {
+	if err := waitListening(ctx, proc, logPath, d.Addr("imap"), d.Addr("pop3"), d.Addr("lmtp")); err != nil {
 		d.Stop()
 		return fmt.Errorf("dovecot: %w\n%s", err, tail(filepath.Join(d.dir, "stderr.log"), 10))
 	}

@@ -63,7 +63,7 @@ func Full() Options {
 		Data:         DataSpec{Seed: 1, BigMessages: 100000, Users: 100, LargeMessages: 20, LargeMaxKB: 8192},
 		MixedClients: 20, MixedDuration: 30 * time.Second,
 		LMTPMessages: 2000, LMTPClients: 4, LMTPSizeKB: 10,
-		Idle: []int{1000}, POP3Sessions: 100,
+		Idle: []int{1000, 5000}, POP3Sessions: 100,
 		WorkloadTimeout: 10 * time.Minute,
 		CacheDir:        filepath.Join(os.TempDir(), "roost-bench-cache"),
 	}

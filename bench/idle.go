@@ -45,9 +45,31 @@ func fdRoom(n int) error {
 	return nil
 }
 
+// memRoom says whether the machine has memory for n more server
+// connections, at a generous 2 MiB each (Dovecot needs a process each).
+func memRoom(n int) error {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return nil
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if need := int64(n) * 2048; kb < need {
+				return fmt.Errorf("only %d MiB of memory available, %d idle clients may need %d MiB", kb/1024, n, need/1024)
+			}
+		}
+	}
+	return nil
+}
+
 func idleOnce(ctx context.Context, e *env, n int) error {
 	if err := fdRoom(n); err != nil {
 		return err
+	}
+	if err := memRoom(n); err != nil {
+		e.res.Note(e.srv.Name(), fmt.Sprintf("4 idle: %d clients skipped: %v", n, err))
+		return nil
 	}
 	time.Sleep(500 * time.Millisecond) // let the previous workload's processes exit
 	baseRSS, basePSS := rssKB(e.srv.PIDs()), pssKB(e.srv.PIDs())

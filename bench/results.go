@@ -17,6 +17,7 @@ type Results struct {
 	rows     []*row
 	byName   map[string]*row
 	failures map[string][]string // server -> messages
+	notes    []string            // what was skipped and why
 	peakKB   map[string]int64    // server -> peak summed RSS
 	idlePSS  map[string]int64    // server -> summed PSS with the most idle clients
 }
@@ -55,6 +56,13 @@ func (r *Results) Fail(server, what string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.failures[server] = append(r.failures[server], fmt.Sprintf("%s: %v", what, err))
+}
+
+// Note records something the reader must know, such as a skipped step.
+func (r *Results) Note(server, msg string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.notes = append(r.notes, server+": "+msg)
 }
 
 // Failures returns every failure recorded for server.
@@ -225,6 +233,12 @@ func (r *Results) Markdown(m Meta, servers []string) string {
 	}
 	for _, s := range servers {
 		fmt.Fprintf(&b, "| %s | %s | %s |\n", s, mib(r.peakKB[s]), mib(r.idlePSS[s]))
+	}
+	if len(r.notes) > 0 {
+		b.WriteString("\n## Notes\n\n")
+		for _, n := range r.notes {
+			fmt.Fprintf(&b, "- %s\n", n)
+		}
 	}
 	b.WriteString("\n## Failures and wrong answers\n\n")
 	anyFail := false

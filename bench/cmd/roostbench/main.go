@@ -46,7 +46,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	mixedClients := fs.Int("mixed-clients", 0, "concurrent mixed-load clients (default 20)")
 	mixedDur := fs.Duration("mixed-duration", 0, "mixed-load duration (default 30s)")
 	lmtpMsgs := fs.Int("lmtp-messages", 0, "messages to deliver over LMTP (default 2000)")
-	idle := fs.String("idle", "", "idle client counts, e.g. 1000,5000 (default 1000)")
+	idle := fs.String("idle", "", "idle client counts (default 1000,5000; a count the free memory cannot take is skipped)")
 	pop3 := fs.Int("pop3-sessions", 0, "concurrent POP3 download sessions (default 100)")
 	binDir := fs.String("bin", "bin", "directory with Roost's imapd, pop3d, lmtpd")
 	cache := fs.String("cache", "", "where generated data sets are kept (default $TMPDIR/roost-bench-cache)")
