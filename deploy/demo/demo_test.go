@@ -237,6 +237,15 @@ func TestDemo(t *testing.T) {
 		}
 	}
 
+	// The printed roostctl line shows the demo user's quota.
+	ctl := d.printed(bin + "/roostctl ")
+	if len(ctl) != 1 {
+		t.Fatalf("banner prints %d roostctl lines, want 1", len(ctl))
+	}
+	if out := shell(t, root, ctl[0]); !strings.Contains(out, "demo") {
+		t.Errorf("%s: no quota line for demo in\n%s", ctl[0], out)
+	}
+
 	// The printed LMTP line delivers a message that POP3 then lists.
 	lmtp := d.printed("python3 ")
 	if len(lmtp) != 1 {
