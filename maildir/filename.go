@@ -31,8 +31,15 @@ func validFileName(name string) bool {
 	if name == "" || name[0] == '.' {
 		return false
 	}
-	key, _ := splitName(name)
-	return key != "" && !strings.ContainsAny(key, "/\r\n")
+	for i := 0; i < len(name); i++ {
+		switch name[i] {
+		case '/', '\r', '\n':
+			return false
+		case ':':
+			return i > 0
+		}
+	}
+	return true
 }
 
 // sizeField returns the value of ",<c>=<n>" in a base name, as Dovecot's

@@ -180,16 +180,22 @@ func (st *mboxState) rescan(ctx context.Context, lk *dotlock) error {
 			}
 		}
 	}()
+	var l listing
+	var res matchResult
+	reuse := false
+	var ch chan struct{}
 	for {
-		ch := st.startScan()
-		l, err := st.list()
-		if err != nil {
-			return err
+		if !reuse {
+			ch = st.startScan()
+			var err error
+			if l, err = st.list(); err != nil {
+				return err
+			}
+			if err := st.loadState(lk != nil); err != nil {
+				return err
+			}
+			res = st.match(l)
 		}
-		if err := st.loadState(lk != nil); err != nil {
-			return err
-		}
-		res := st.match(l)
 		if len(res.unknown) == 0 && res.enrich == nil && !st.mustWrite {
 			all, locs, visible, changed := st.build(&res)
 			st.commit(&res, all, locs, visible, changed, l, ch)
@@ -198,11 +204,16 @@ func (st *mboxState) rescan(ctx context.Context, lk *dotlock) error {
 		if lk == nil {
 			// Take the lock and look again: another writer may have given
 			// these files UIDs while we waited.
+			ul := st.ulID
+			var err error
 			lk, err = st.lockUidlist(ctx)
 			if err != nil {
 				return err
 			}
 			ownLock = true
+			// Nothing moved while we waited: the listing still holds.
+			reuse = l.stable && statID(filepath.Join(st.dir, uidlistName)) == ul &&
+				statID(filepath.Join(st.dir, "new")) == l.newID && statID(filepath.Join(st.dir, "cur")) == l.curID
 			continue
 		}
 		next := st.nextUID
@@ -267,6 +278,11 @@ func (st *mboxState) loadState(locked bool) error {
 			continue
 		}
 		m := backend.Message{UID: backend.UID(r.uid), Key: r.key, Size: r.vsize, UIDL: r.uidl}
+		if m.Size < 0 {
+			if w, ok := sizeField(r.key, 'W'); ok {
+				m.Size = w
+			}
+		}
 		if r.mtime > 0 {
 			m.InternalDate = time.Unix(r.mtime, 0)
 		}

@@ -33,6 +33,7 @@ type matchResult struct {
 
 func (st *mboxState) match(l listing) matchResult {
 	res := matchResult{state: make([]uint8, len(st.msgs)), found: make([]loc, len(st.msgs))}
+	infos := map[string]string{} // local intern cache: no lock per message
 	for i, name := range l.names {
 		if !validFileName(name) {
 			continue
@@ -59,7 +60,12 @@ func (st *mboxState) match(l listing) matchResult {
 			continue
 		}
 		res.state[idx] = present
-		res.found[idx] = loc{info: st.s.intern(info), inNew: inNew, known: true}
+		in, ok := infos[info]
+		if !ok {
+			in = st.s.intern(info)
+			infos[info] = in
+		}
+		res.found[idx] = loc{info: in, inNew: inNew, known: true}
 	}
 	for i := range st.msgs {
 		m := &st.msgs[i]

@@ -1,0 +1,234 @@
+package maildir
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/roost-mail/roost/backend"
+)
+
+// Benchmarks (go test -run '^$' -bench . ./maildir/). docs/storage.md
+// records the numbers and the comparison with Dovecot.
+
+const benchMessages = 100_000
+
+// makeBigMaildir writes n small messages in cur/ with Dovecot-style names
+// and returns the root. The uidlist is made current by one Roost open.
+func makeBigMaildir(b *testing.B, n int) string {
+	b.Helper()
+	root := filepath.Join(b.TempDir(), "Maildir")
+	for _, d := range []string{"cur", "new", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o700); err != nil {
+			b.Fatal(err)
+		}
+	}
+	body := []byte("From: a@example.edu\nSubject: benchmark\n\nhello\n")
+	vsize := len(body) + bytes.Count(body, []byte("\n"))
+	base := time.Now().Add(-24 * time.Hour).Unix()
+	for i := 0; i < n; i++ {
+		flags := ":2,S"
+		if i%10 == 0 {
+			flags = ":2,"
+		}
+		name := fmt.Sprintf("%d.M%dP%d.bench.example.edu,S=%d,W=%d%s", base+int64(i/100), i%1000000, 1000+i%50, len(body), vsize, flags)
+		if err := os.WriteFile(filepath.Join(root, "cur", name), body, 0o600); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s := New(Options{SpecialUse: map[string]string{}})
+	defer s.Close()
+	u, err := s.Open(context.Background(), backend.Account{Name: "bench", Maildir: root, UID: -1, GID: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	mb, err := u.OpenMailbox(context.Background(), "INBOX")
+	if err != nil {
+		b.Fatal(err)
+	}
+	mb.Close()
+	return root
+}
+
+func openInbox(b *testing.B, s *Store, root string) (backend.Mailbox, *backend.Snapshot) {
+	b.Helper()
+	ctx := context.Background()
+	u, err := s.Open(ctx, backend.Account{Name: "bench", Maildir: root, UID: -1, GID: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	mb, err := u.OpenMailbox(ctx, "INBOX")
+	if err != nil {
+		b.Fatal(err)
+	}
+	snap, err := mb.Sync(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return mb, snap
+}
+
+// BenchmarkOpenSync100k: a new process opens a 100,000-message INBOX
+// whose uidlist is current: one uidlist read and one directory listing.
+func BenchmarkOpenSync100k(b *testing.B) {
+	root := makeBigMaildir(b, benchMessages)
+	cpu0 := cpuTime()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s := New(Options{SpecialUse: map[string]string{}})
+		mb, snap := openInbox(b, s, root)
+		if len(snap.Messages) != benchMessages {
+			b.Fatalf("%d messages", len(snap.Messages))
+		}
+		mb.Close()
+		s.Close()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/1000/float64(b.N), "cpu-ms/op")
+	// Memory: the snapshot itself, and everything kept while it is open.
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	s := New(Options{SpecialUse: map[string]string{}})
+	mb, snap := openInbox(b, s, root)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	var snapBytes int64
+	for _, m := range snap.Messages {
+		snapBytes += int64(unsafe.Sizeof(m)) + int64(len(m.Key))
+	}
+	b.ReportMetric(float64(snapBytes)/benchMessages, "snapshot-B/msg")
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/benchMessages, "retained-B/msg")
+	runtime.KeepAlive(snap)
+	mb.Close()
+	s.Close()
+}
+
+// cpuTime is this process's user+system time: on a shared, loaded machine
+// it says more than wall time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkSyncUnchanged100k: Sync when nothing changed (IMAP NOOP).
+func BenchmarkSyncUnchanged100k(b *testing.B) {
+	root := makeBigMaildir(b, benchMessages)
+	s := New(Options{SpecialUse: map[string]string{}})
+	defer s.Close()
+	mb, _ := openInbox(b, s, root)
+	defer mb.Close()
+	time.Sleep(1100 * time.Millisecond) // let directory mtimes age past the granularity guard
+	mb.Sync(context.Background())
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := mb.Sync(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPickUpNew1000: 1,000 Postfix deliveries (LF, no ",S=") land
+// in new/ of an open 100,000-message INBOX; one Sync numbers them.
+func BenchmarkPickUpNew1000(b *testing.B) {
+	root := makeBigMaildir(b, benchMessages)
+	s := New(Options{SpecialUse: map[string]string{}})
+	defer s.Close()
+	mb, _ := openInbox(b, s, root)
+	defer mb.Close()
+	body := []byte("Return-Path: <a@example.edu>\nSubject: new\n\nnew mail\n")
+	var cpu time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		for j := 0; j < 1000; j++ {
+			name := fmt.Sprintf("%d.V801I%xM%d.mx1", time.Now().Unix(), i*1000+j, j)
+			if err := os.WriteFile(filepath.Join(root, "new", name), body, 0o600); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+		c0 := cpuTime()
+		snap, err := mb.Sync(context.Background())
+		cpu += cpuTime() - c0
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(snap.Messages) != benchMessages+(i+1)*1000 {
+			b.Fatalf("%d messages", len(snap.Messages))
+		}
+	}
+	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/op")
+}
+
+// BenchmarkCRLFSize: computing the CRLF size of an LF message.
+func BenchmarkCRLFSize(b *testing.B) {
+	msg := []byte(strings.Repeat("A line of a typical mail body, about 70 characters long..........\n", 16000))
+	b.SetBytes(int64(len(msg)))
+	for i := 0; i < b.N; i++ {
+		if _, err := crlfSize(bytes.NewReader(msg)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkOpenMessage streams a 1 MB LF message as CRLF.
+func BenchmarkOpenMessage(b *testing.B) {
+	root := filepath.Join(b.TempDir(), "Maildir")
+	s := New(Options{SpecialUse: map[string]string{}})
+	defer s.Close()
+	ctx := context.Background()
+	u, err := s.Open(ctx, backend.Account{Name: "bench", Maildir: root, UID: -1, GID: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	mb, _ := u.OpenMailbox(ctx, "INBOX")
+	defer mb.Close()
+	msg := strings.Repeat("A line of a typical mail body, about 70 characters long..........\n", 16000)
+	r, err := mb.Append(ctx, strings.NewReader(msg), backend.AppendOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(r.Size)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		rc, err := mb.OpenMessage(ctx, r.UID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n, err := io.Copy(io.Discard, rc); err != nil || n != r.Size {
+			b.Fatal(n, err)
+		}
+		rc.Close()
+	}
+}
+
+// BenchmarkUidlistParse parses a 100,000-record dovecot-uidlist.
+func BenchmarkUidlistParse(b *testing.B) {
+	var buf bytes.Buffer
+	buf.WriteString("3 V1700000000 N100001 G0123456789abcdef0123456789abcdef\n")
+	for i := 1; i <= benchMessages; i++ {
+		fmt.Fprintf(&buf, "%d T1700000000 :1700000000.M%dP12345.bench.example.edu,S=1234,W=1260\n", i, i)
+	}
+	data := buf.Bytes()
+	b.SetBytes(int64(len(data)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		ul, _, err := parseUidlist(data)
+		if err != nil || len(ul.recs) != benchMessages {
+			b.Fatal(err)
+		}
+	}
+}
