@@ -155,6 +155,14 @@ func TestMarkdownRatios(t *testing.T) {
 		r.Add("roost", "1 big: x", "ms", false, v)
 	}
 	r.Add("dovecot", "3 lmtp: y", "msgs/s", true, 100)
+	if md := r.Markdown(Meta{}, []string{"dovecot", "roost"}); !strings.Contains(md, "## Where Roost is behind\n\nRows whose median is more than 10% worse than Dovecot's:\n\nNone.") {
+		t.Errorf("a faster Roost row is listed as behind:\n%s", md)
+	}
+	r.Add("roost", "1 big: z", "ms", false, 20)
+	r.Add("dovecot", "1 big: z", "ms", false, 10)
+	if md := r.Markdown(Meta{}, []string{"dovecot", "roost"}); !strings.Contains(md, "- 1 big: z: Roost 20.0, Dovecot 10.0 ms (2.00×)") {
+		t.Errorf("a slower Roost row is not listed as behind:\n%s", md)
+	}
 	r.Fail("roost", "mixed", os.ErrNotExist)
 	md := r.Markdown(Meta{Date: time.Unix(0, 0)}, []string{"dovecot", "roost"})
 	for _, want := range []string{"| 1 big: x | ms | 11.0 (10.0–12.0) | 6.00 (5.00–7.00) | 0.55 | lower |",

@@ -149,6 +149,10 @@ func (s summary) String() string {
 	return fmt.Sprintf("%s (%s–%s)", num(s.med), num(s.lo), num(s.hi))
 }
 
+// behindBy is the ratio past which a row counts as a gap: below it the
+// difference is within this machine's run-to-run noise.
+const behindBy = 1.1
+
 // Meta describes the run for the report's header.
 type Meta struct {
 	Date     time.Time
@@ -194,6 +198,7 @@ func (r *Results) Markdown(m Meta, servers []string) string {
 	// Rows appear grouped by workload number, in the order first seen.
 	rows := slices.Clone(r.rows)
 	slices.SortStableFunc(rows, func(a, b *row) int { return strings.Compare(a.Name[:1], b.Name[:1]) })
+	var behind []string
 	for _, rw := range rows {
 		fmt.Fprintf(&b, "| %s | %s |", rw.Name, rw.Unit)
 		sums := map[string]summary{}
@@ -210,7 +215,11 @@ func (r *Results) Markdown(m Meta, servers []string) string {
 			rs, ok1 := sums["roost"]
 			ds, ok2 := sums["dovecot"]
 			if ok1 && ok2 && ds.med != 0 {
-				fmt.Fprintf(&b, " %.2f |", rs.med/ds.med)
+				ratio := rs.med / ds.med
+				fmt.Fprintf(&b, " %.2f |", ratio)
+				if (rw.Higher && ratio < 1/behindBy) || (!rw.Higher && ratio > behindBy) {
+					behind = append(behind, fmt.Sprintf("- %s: Roost %s, Dovecot %s %s (%.2f×)", rw.Name, num(rs.med), num(ds.med), rw.Unit, ratio))
+				}
 			} else {
 				b.WriteString(" – |")
 			}
@@ -219,6 +228,15 @@ func (r *Results) Markdown(m Meta, servers []string) string {
 			b.WriteString(" higher |\n")
 		} else {
 			b.WriteString(" lower |\n")
+		}
+	}
+	if has("roost") && has("dovecot") {
+		fmt.Fprintf(&b, "\n## Where Roost is behind\n\nRows whose median is more than %.0f%% worse than Dovecot's:\n\n", (behindBy-1)*100)
+		if len(behind) == 0 {
+			b.WriteString("None.\n")
+		}
+		for _, l := range behind {
+			b.WriteString(l + "\n")
 		}
 	}
 	b.WriteString("\n## Peak memory\n\nPeak RSS is the summed RSS of all the server's processes, sampled every 250 ms over the whole run; " +
