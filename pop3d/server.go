@@ -107,7 +107,7 @@ type Server struct {
 
 	closing atomic.Bool
 	nextID  atomic.Uint64
-	bulk    sync.Pool // *bulkBuffers
+	bulk    sync.Pool      // *bulkBuffers
 	wg      sync.WaitGroup // running sessions
 
 	mu        sync.Mutex
