@@ -115,6 +115,11 @@ func Run(ctx context.Context, o Options) (*Results, string, error) {
 	if o.Reps < 1 || len(o.Servers) == 0 {
 		return nil, "", errors.New("need at least one repetition and one server")
 	}
+	for _, s := range o.Servers {
+		if s != "dovecot" && s != "roost" {
+			return nil, "", fmt.Errorf("unknown server %q (have dovecot, roost)", s)
+		}
+	}
 	if slices.Contains(o.Servers, "dovecot") {
 		if err := CheckDovecot(); err != nil {
 			return nil, "", err
