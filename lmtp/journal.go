@@ -32,7 +32,7 @@ import (
 // with O_APPEND, which local file systems do not interleave.
 const (
 	journalName    = "roost-deliveries"
-	journalMaxSize = 256 << 10 // rotate past this; ~2,500 deliveries
+	journalMaxSize = 64 << 10 // rotate past this: ~650 deliveries, plus as many in .old
 	journalWindow  = 48 * time.Hour
 	// journalSlack covers clock granularity between the P record and the
 	// stored message's date.

@@ -36,14 +36,27 @@ type testEnv struct {
 }
 
 // users is the passwd-file of every test: alice with a 20000-byte limit,
-// bob unlimited, carol with the default (1 MiB), dave with 100000 bytes.
+// bob unlimited, carol with the default (1 MiB), dave with 100000 bytes;
+// b0 to b7 (unlimited) for the benchmark.
 const users = `alice:{PLAIN}pw::::::userdb_quota_rule=*:bytes=20000
 bob:{PLAIN}pw::::::userdb_quota_rule=*:bytes=0
 carol@example.edu:{PLAIN}pw
 dave:{PLAIN}pw::::::userdb_quota_rule=*:bytes=100000
+b0:{PLAIN}pw::::::userdb_quota_rule=*:bytes=0
+b1:{PLAIN}pw::::::userdb_quota_rule=*:bytes=0
+b2:{PLAIN}pw::::::userdb_quota_rule=*:bytes=0
+b3:{PLAIN}pw::::::userdb_quota_rule=*:bytes=0
+b4:{PLAIN}pw::::::userdb_quota_rule=*:bytes=0
+b5:{PLAIN}pw::::::userdb_quota_rule=*:bytes=0
+b6:{PLAIN}pw::::::userdb_quota_rule=*:bytes=0
+b7:{PLAIN}pw::::::userdb_quota_rule=*:bytes=0
 `
 
 func newEnv(t *testing.T, qopts quota.Options, mod func(*lmtp.Options)) *testEnv {
+	return newEnvTB(t, qopts, mod)
+}
+
+func newEnvTB(t testing.TB, qopts quota.Options, mod func(*lmtp.Options)) *testEnv {
 	t.Helper()
 	dir := t.TempDir()
 	e := &testEnv{root: filepath.Join(dir, "mail")}
@@ -71,7 +84,7 @@ func newEnv(t *testing.T, qopts quota.Options, mod func(*lmtp.Options)) *testEnv
 
 // serve runs a server with opts on a new unix socket and TCP port until the
 // test ends.
-func serve(t *testing.T, opts lmtp.Options) (socket, tcp string) {
+func serve(t testing.TB, opts lmtp.Options) (socket, tcp string) {
 	t.Helper()
 	srv, err := lmtp.New(opts)
 	if err != nil {
