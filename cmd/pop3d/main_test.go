@@ -6,22 +6,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 )
-
-// freePort returns a loopback address nobody listens on right now.
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // TestRun starts the daemon from a config file, fetches a message that
 // Postfix-style delivery left in the Maildir, and stops it by cancelling.
@@ -32,11 +22,10 @@ func TestRun(t *testing.T) {
 	if err := os.WriteFile(users, []byte("alice:{PLAIN}wonderland::::::\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := freePort(t)
 	conf := filepath.Join(dir, "roost.yaml")
 	yaml := "mail:\n  root: " + root + "\n  fsync: false\n  special_use: {}\n" +
 		"auth:\n  file:\n    path: " + users + "\n" +
-		"pop3:\n  listen: [\"" + addr + "\"]\n  uidl_format: \"UID%u-%v\"\n  expire_days: 30\n" +
+		"pop3:\n  listen: [\"127.0.0.1:0\"]\n  uidl_format: \"UID%u-%v\"\n  expire_days: 30\n" +
 		"security:\n  allow_plaintext_auth: true\n  allow_root: true\n"
 	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -52,16 +41,20 @@ func TestRun(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"--config", conf}, os.Stdout, logs) }()
 
-	var c net.Conn
-	var err error
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err = net.Dial("tcp", addr); err == nil || time.Now().After(deadline) {
-			break
+	// The port is the kernel's choice; the daemon logs it.
+	listening := regexp.MustCompile(`msg=listening .*addr=(127\.0\.0\.1:\d+)`)
+	var addr string
+	for deadline := time.Now().Add(10 * time.Second); addr == ""; time.Sleep(20 * time.Millisecond) {
+		if m := listening.FindStringSubmatch(logs.String()); m != nil {
+			addr = m[1]
+		} else if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("pop3d never listened:\n%s", logs)
 		}
 	}
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
-		cancel()
-		t.Fatalf("pop3d never listened: %v\n%v", err, <-done)
+		t.Fatal(err)
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
