@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -46,29 +47,26 @@ func buildBinaries(t *testing.T, root string) string {
 	return dir
 }
 
-// freePort returns a loopback port nobody listens on (n consecutive ones).
+// freePorts returns the first of n consecutive loopback ports nobody
+// listens on. They are taken below the kernel's ephemeral range
+// (32768 and up on Linux), where busy client connections cannot be
+// sitting on them.
 func freePorts(t *testing.T, n int) int {
 	t.Helper()
-	for try := 0; try < 50; try++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		base := l.Addr().(*net.TCPAddr).Port
-		ls := []net.Listener{l}
-		ok := true
-		for i := 1; i < n && ok; i++ {
-			li, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(base+i))
+	for try := 0; try < 200; try++ {
+		base := 20000 + rand.IntN(12000)
+		var ls []net.Listener
+		for i := 0; i < n; i++ {
+			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(base+i))
 			if err != nil {
-				ok = false
 				break
 			}
-			ls = append(ls, li)
+			ls = append(ls, l)
 		}
 		for _, l := range ls {
 			l.Close()
 		}
-		if ok {
+		if len(ls) == n {
 			return base
 		}
 	}
