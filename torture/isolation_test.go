@@ -149,10 +149,10 @@ func TestIsolation(t *testing.T) {
 	}
 	for _, name := range badNames {
 		ops := map[string]error{
-			"CREATE": a.Create(name, nil).Wait(),
-			"APPEND": appendTo(a, name),
-			"COPY":   func() error { _, err := a.Copy(imap.SeqSetNum(1), name).Wait(); return err }(),
-			"STATUS": func() error { _, err := a.Status(name, &imap.StatusOptions{NumMessages: true}).Wait(); return err }(),
+			"CREATE":           a.Create(name, nil).Wait(),
+			"APPEND":           appendTo(a, name),
+			"COPY":             func() error { _, err := a.Copy(imap.SeqSetNum(1), name).Wait(); return err }(),
+			"STATUS":           func() error { _, err := a.Status(name, &imap.StatusOptions{NumMessages: true}).Wait(); return err }(),
 			"RENAME from Work": a.Rename("Work", name, nil).Wait(),
 			"RENAME to Moved":  a.Rename(name, "Moved", nil).Wait(),
 			"DELETE":           a.Delete(name).Wait(),
