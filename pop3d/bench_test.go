@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -279,6 +280,47 @@ func readUntil(tb testing.TB, r io.Reader, buf, end []byte) {
 		}
 		if err != nil {
 			tb.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkIdleSessionMemory reports what one connected, idle session costs
+// the server (heap plus goroutine stacks), from 500 sessions that have
+// logged in and wait for their next command.
+func BenchmarkIdleSessionMemory(b *testing.B) {
+	const n = 500
+	e := newEnvTB(b, nil)
+	for i := range n {
+		e.users.pw[fmt.Sprintf("u%d", i)] = "pw"
+		fillMaildir(b, e.maildir(fmt.Sprintf("u%d", i)), 1)
+	}
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		conns := make([]net.Conn, 0, n)
+		for i := range n {
+			c, err := net.Dial("tcp", e.addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			conns = append(conns, c)
+			fmt.Fprintf(c, "USER u%d\r\nPASS pw\r\n", i)
+			br := bufio.NewReader(c)
+			for range 3 {
+				if _, err := br.ReadString('\n'); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		heap := float64(after.HeapInuse) - float64(before.HeapInuse)
+		stack := float64(after.StackInuse) - float64(before.StackInuse)
+		b.ReportMetric(heap/n, "heap-B/session")
+		b.ReportMetric(stack/n, "stack-B/session")
+		for _, c := range conns {
+			c.Close()
 		}
 	}
 }
