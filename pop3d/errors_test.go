@@ -3,6 +3,7 @@ package pop3d_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/roost-mail/roost/auth"
@@ -101,4 +102,27 @@ func TestMarkSeenOff(t *testing.T) {
 	if f := e.inbox("alice").Messages[0].Flags; f&backend.FlagSeen != 0 {
 		t.Errorf("flags %v: RETR set \\Seen with MarkSeen off", f)
 	}
+}
+
+// Mail that arrives during a session is not in its snapshot: message
+// numbers do not move, and QUIT leaves the new message alone.
+func TestDeliveryDuringSession(t *testing.T) {
+	e := newEnv(t, nil)
+	e.deliver("alice", msg1)
+	c := e.login("alice", "secret")
+	e.deliver("alice", msg2)
+	c.run(fmt.Sprintf(`
+		C: STAT
+		S: +OK 1 %d
+		C: LIST 2
+		S: -ERR no such message, only 1 messages in maildrop
+		C: DELE 1
+		S: +OK Message 1 deleted
+		C: QUIT
+		S: +OK Bye (1 messages removed)`, size(msg1)))
+	e.login("alice", "secret").run(fmt.Sprintf(`
+		C: LIST
+		S: +OK 1 messages (%[1]d octets)
+		S: 1 %[1]d
+		S: .`, size(msg2)))
 }
