@@ -57,9 +57,11 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, opts *ima
 	gone := false
 	for _, k := range idx {
 		vm := &sel.view.Messages[k]
-		m, exists := vm, false
-		if ci := cur.Find(vm.UID); ci >= 0 {
-			m, exists = &cur.Messages[ci], true
+		m, exists := vm, sel.view == cur
+		if !exists {
+			if ci := cur.Find(vm.UID); ci >= 0 {
+				m, exists = &cur.Messages[ci], true
+			}
 		}
 		nm, seen := seenNow[vm.UID]
 		if seen {

@@ -123,7 +123,7 @@ func TestLiveUpdatesAcrossProcesses(t *testing.T) {
 	// A FETCH must not renumber: the expunge waits, flags do not.
 	ts.deliver(t, "alice", "", "Subject: four\n\n4\n")
 	runHelper(t, "expunge", ts.maildir("alice"), "2")
-	time.Sleep(100 * time.Millisecond)
+	time.Sleep(1100 * time.Millisecond) // past refreshAfter: the FETCH looks at the store
 	r := idlers[0]
 	out = strings.Join(r.cmd("FETCH 1:* UID"), "\n")
 	if strings.Contains(out, "EXPUNGE") || strings.Contains(out, "EXISTS") {
@@ -145,11 +145,8 @@ func TestRecentOncePerProcess(t *testing.T) {
 	b.login("alice", alicePass)
 	b.cmd("SELECT INBOX")
 	ts.deliver(t, "alice", "", "Subject: new\n\nx\n")
-	time.Sleep(200 * time.Millisecond)
-	outA := strings.Join(a.cmd("NOOP"), "\n")
-	outB := strings.Join(b.cmd("NOOP"), "\n")
-	if !strings.Contains(outA, "* 1 EXISTS") || !strings.Contains(outB, "* 1 EXISTS") {
-		t.Fatalf("EXISTS:\n%s\n%s", outA, outB)
+	for _, r := range []*raw{a, b} {
+		waitFor(t, func() bool { return strings.Contains(strings.Join(r.cmd("NOOP"), "\n"), "* 1 EXISTS") })
 	}
 	recentA := strings.Contains(strings.Join(a.cmd("SEARCH RECENT"), "\n"), "* SEARCH 1")
 	recentB := strings.Contains(strings.Join(b.cmd("SEARCH RECENT"), "\n"), "* SEARCH 1")

@@ -27,6 +27,7 @@ type mailboxState struct {
 	linger *time.Timer
 
 	mu         sync.Mutex
+	synced     time.Time // when snap was last checked against the store
 	snap       *backend.Snapshot
 	updated    chan struct{} // closed when snap is replaced
 	recentNext backend.UID   // UIDs from here on are not yet \Recent anywhere
@@ -72,7 +73,7 @@ func (s *Server) openMailbox(ctx context.Context, user *userRef, name string) (*
 		s.releaseMailbox(st)
 		return nil, err
 	}
-	st.mbox, st.snap, st.updated, st.recentNext = mb, snap, make(chan struct{}), snap.UIDNext
+	st.mbox, st.snap, st.updated, st.recentNext, st.synced = mb, snap, make(chan struct{}), snap.UIDNext, time.Now()
 	close(st.ready)
 	return st, nil
 }
@@ -208,8 +209,16 @@ func (st *mailboxState) current() (*backend.Snapshot, <-chan struct{}) {
 	return st.snap, st.updated
 }
 
-// sync returns the current snapshot, asking the store for a new one only
-// when the store said the mailbox may have changed.
+// refreshAfter is how old a snapshot may get before sync checks the store
+// even though the store signalled no change: notifications can lag on a
+// loaded machine and are absent on some file systems, and a client that
+// sends NOOP to look for mail must find it.
+const refreshAfter = time.Second
+
+// sync returns the current snapshot, asking the store for a new one when
+// the store said the mailbox may have changed or the snapshot was last
+// checked more than refreshAfter ago (a few stat calls when nothing
+// changed).
 func (st *mailboxState) sync(ctx context.Context) (*backend.Snapshot, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -217,8 +226,11 @@ func (st *mailboxState) sync(ctx context.Context) (*backend.Snapshot, error) {
 	case <-st.snap.Changed:
 		return st.resyncLocked(ctx)
 	default:
-		return st.snap, nil
 	}
+	if time.Since(st.synced) >= refreshAfter {
+		return st.resyncLocked(ctx)
+	}
+	return st.snap, nil
 }
 
 // forceSync asks the store for a new snapshot; sessions call it after
@@ -234,6 +246,7 @@ func (st *mailboxState) resyncLocked(ctx context.Context) (*backend.Snapshot, er
 	if err != nil {
 		return st.snap, err
 	}
+	st.synced = time.Now()
 	if ns != st.snap {
 		st.snap = ns
 		close(st.updated)

@@ -106,8 +106,9 @@ func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 
 // Idle reports changes as they happen until stop is closed. The store
 // closes Snapshot.Changed when any process changes the mailbox; a session
-// of this process that changes it replaces the shared snapshot. A slow
-// rescan covers stores that cannot watch (network file systems).
+// of this process that changes it replaces the shared snapshot. A check
+// every RescanInterval (shared by all sessions of the mailbox, see sync)
+// covers late or lost notifications.
 func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
 	timeout := time.NewTimer(s.srv.opts.IdleTimeout)
 	defer timeout.Stop()
@@ -156,7 +157,7 @@ func (s *session) idleRescan() error {
 	if s.closed || s.sel == nil {
 		return nil
 	}
-	if _, err := s.sel.st.forceSync(s.ctx); err != nil {
+	if _, err := s.sel.st.sync(s.ctx); err != nil {
 		return s.fail("check mailbox", err)
 	}
 	return nil
@@ -264,17 +265,31 @@ func (s *session) tell(m *backend.Message) {
 	s.sel.told[m.UID] = flagState{m.Flags, m.Keywords}
 }
 
-// flagsOf returns the IMAP flags of m as this session sees them.
-func (s *session) flagsOf(m *backend.Message) []imap.Flag {
-	names := m.Flags.Names()
-	flags := make([]imap.Flag, 0, len(names)+len(m.Keywords)+1)
-	for _, n := range names {
-		flags = append(flags, imap.Flag(n))
+// systemFlags holds the IMAP form of every combination of system flags,
+// so that FETCH FLAGS of a large mailbox does not build them per message.
+var systemFlags = func() (all [32][]imap.Flag) {
+	for f := range all {
+		for _, n := range backend.Flags(f).Names() {
+			all[f] = append(all[f], imap.Flag(n))
+		}
 	}
+	return all
+}()
+
+// flagsOf returns the IMAP flags of m as this session sees them. The result
+// may be shared and must not be modified.
+func (s *session) flagsOf(m *backend.Message) []imap.Flag {
+	sys := systemFlags[m.Flags&31]
+	recent := s.sel != nil && s.sel.recent[m.UID]
+	if len(m.Keywords) == 0 && !recent {
+		return sys
+	}
+	flags := make([]imap.Flag, 0, len(sys)+len(m.Keywords)+1)
+	flags = append(flags, sys...)
 	for _, k := range m.Keywords {
 		flags = append(flags, imap.Flag(k))
 	}
-	if s.sel != nil && s.sel.recent[m.UID] {
+	if recent {
 		flags = append(flags, imap.Flag(`\Recent`))
 	}
 	return flags

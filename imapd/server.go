@@ -76,8 +76,8 @@ type Options struct {
 	// ready; 0 means one minute, negative closes at once.
 	MailboxLinger time.Duration
 	// RescanInterval makes IDLE re-check the mailbox even when the store
-	// signals no change (a safety net for network file systems); 0 means
-	// 30 seconds.
+	// signals no change (a safety net for late notifications and network
+	// file systems); 0 means 2 seconds, the longest IDLE may stay unaware.
 	RescanInterval time.Duration
 }
 
@@ -135,7 +135,7 @@ func New(opts Options) (*Server, error) {
 		opts.MailboxLinger = time.Minute
 	}
 	if opts.RescanInterval <= 0 {
-		opts.RescanInterval = 30 * time.Second
+		opts.RescanInterval = 2 * time.Second
 	}
 	if opts.IsSecure == nil {
 		opts.IsSecure = sameAddress
