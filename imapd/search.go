@@ -320,17 +320,7 @@ func (sm *searchMsg) readTexts() []string {
 
 func seqContains(set imap.SeqSet, seq, n uint32) bool {
 	for _, r := range set {
-		lo, hi := r.Start, r.Stop
-		if lo == 0 {
-			lo = n
-		}
-		if hi == 0 {
-			hi = n
-		}
-		if lo > hi {
-			lo, hi = hi, lo
-		}
-		if lo <= seq && seq <= hi {
+		if lo, hi := span(r.Start, r.Stop, n); lo <= seq && seq <= hi {
 			return true
 		}
 	}
@@ -338,22 +328,12 @@ func seqContains(set imap.SeqSet, seq, n uint32) bool {
 }
 
 func uidContains(set imap.UIDSet, uid imap.UID, view *backend.Snapshot) bool {
-	var maxUID imap.UID
+	var last imap.UID
 	if n := len(view.Messages); n > 0 {
-		maxUID = imap.UID(view.Messages[n-1].UID)
+		last = imap.UID(view.Messages[n-1].UID)
 	}
 	for _, r := range set {
-		lo, hi := r.Start, r.Stop
-		if lo == 0 {
-			lo = maxUID
-		}
-		if hi == 0 {
-			hi = maxUID
-		}
-		if lo > hi {
-			lo, hi = hi, lo
-		}
-		if lo <= uid && uid <= hi {
+		if lo, hi := span(r.Start, r.Stop, last); lo <= uid && uid <= hi {
 			return true
 		}
 	}

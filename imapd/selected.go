@@ -333,16 +333,7 @@ func (s *session) resolve(numSet imap.NumSet) ([]int, error) {
 	case imap.SeqSet:
 		n := uint32(len(v))
 		for _, r := range set {
-			lo, hi := r.Start, r.Stop
-			if lo == 0 {
-				lo = n
-			}
-			if hi == 0 {
-				hi = n
-			}
-			if lo > hi {
-				lo, hi = hi, lo
-			}
+			lo, hi := span(r.Start, r.Stop, n)
 			if (r.Start != 0 && r.Start > n) || (r.Stop != 0 && r.Stop > n) || lo == 0 {
 				if r.Start == 0 || r.Stop == 0 {
 					continue // "*" in an empty mailbox names nothing
@@ -368,16 +359,7 @@ func (s *session) resolve(numSet imap.NumSet) ([]int, error) {
 			maxUID = imap.UID(v[len(v)-1].UID)
 		}
 		for _, r := range set {
-			lo, hi := r.Start, r.Stop
-			if lo == 0 {
-				lo = maxUID
-			}
-			if hi == 0 {
-				hi = maxUID
-			}
-			if lo > hi {
-				lo, hi = hi, lo
-			}
+			lo, hi := span(r.Start, r.Stop, maxUID)
 			k := sort.Search(len(v), func(i int) bool { return imap.UID(v[i].UID) >= lo })
 			for ; k < len(v) && imap.UID(v[k].UID) <= hi; k++ {
 				idx = append(idx, k)
@@ -389,6 +371,18 @@ func (s *session) resolve(numSet imap.NumSet) ([]int, error) {
 		idx = slices.Compact(idx)
 	}
 	return idx, nil
+}
+
+// span turns a range of a sequence or UID set into lo <= hi, with "*"
+// (encoded as 0) standing for last (RFC 9051 9, seq-range).
+func span[T ~uint32](start, stop, last T) (lo, hi T) {
+	if start == 0 {
+		start = last
+	}
+	if stop == 0 {
+		stop = last
+	}
+	return min(start, stop), max(start, stop)
 }
 
 func strictlyAscending(idx []int) bool {
