@@ -79,7 +79,9 @@ func (st *mboxState) dropRecords(ctx context.Context, uids []backend.UID) error 
 		locs := make([]loc, 0, len(st.msgs))
 		for i, m := range st.msgs {
 			if gone[m.UID] {
-				delete(st.byKey, m.Key)
+				if st.byKey[m.Key] == m.UID {
+					delete(st.byKey, m.Key)
+				}
 				delete(st.ext, m.UID)
 				continue
 			}

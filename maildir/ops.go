@@ -149,8 +149,9 @@ func (st *mboxState) deliver(ctx context.Context, ps []pending) ([]backend.Messa
 	}
 	st.msgs = all
 	st.locs = append(append(make([]loc, 0, len(all)), st.locs...), locs...)
+	idx := st.keyIndex()
 	for _, m := range out {
-		st.byKey[m.Key] = m.UID
+		idx[m.Key] = m.UID
 	}
 	st.snap = nil
 	st.notify()

@@ -54,7 +54,8 @@ type mboxState struct {
 	curID       fileID
 	snap        *backend.Snapshot
 	own         owner
-	mustWrite   bool // the uidlist on disk is missing or was rebuilt
+	mustWrite   bool   // the uidlist on disk is missing or was rebuilt
+	cacheHdr    string // identities recorded in roost-cache
 
 	chMu    sync.Mutex
 	dirty   bool
@@ -96,6 +97,24 @@ func (st *mboxState) isDirty() bool {
 	return st.dirty
 }
 
+// keyIndex returns the base name -> UID index, building it on first use.
+// A name listed twice keeps its lower UID; the other record then finds no
+// file and is dropped.
+func (st *mboxState) keyIndex() map[string]backend.UID {
+	if st.byKey != nil {
+		return st.byKey
+	}
+	st.byKey = make(map[string]backend.UID, len(st.msgs))
+	for _, m := range st.msgs {
+		if _, dup := st.byKey[m.Key]; dup {
+			st.s.log.Warn("dovecot-uidlist lists a file twice; keeping the lower UID", "dir", st.dir, "file", m.Key)
+			continue
+		}
+		st.byKey[m.Key] = m.UID
+	}
+	return st.byKey
+}
+
 func (st *mboxState) find(uid backend.UID) int {
 	i := sort.Search(len(st.msgs), func(i int) bool { return st.msgs[i].UID >= uid })
 	if i < len(st.msgs) && st.msgs[i].UID == uid {
@@ -118,16 +137,21 @@ func (st *mboxState) syncLocked(ctx context.Context, force bool) (*backend.Snaps
 		}
 		return nil, err
 	}
+	if !force && st.snap == nil && !st.loaded && st.loadFromCache() {
+		return st.snap, nil
+	}
 	if !force && st.snap != nil && !st.isDirty() &&
 		statID(filepath.Join(st.dir, "new")) == st.newID &&
 		statID(filepath.Join(st.dir, "cur")) == st.curID &&
 		statID(filepath.Join(st.dir, uidlistName)) == st.ulID &&
 		!recent(st.newID) && !recent(st.curID) {
+		st.writeCache()
 		return st.snap, nil
 	}
 	if err := st.rescan(ctx, nil); err != nil {
 		return nil, err
 	}
+	st.writeCache()
 	return st.snap, nil
 }
 
@@ -266,17 +290,13 @@ func (st *mboxState) loadState(locked bool) error {
 	st.ulID = id
 	st.loaded = true
 	st.uidValidity, st.nextUID, st.hdrExtra = ul.uidValidity, ul.nextUID, ul.hdrExtra
-	old := st.byKey
 	oldMsgs, oldLocs := st.msgs, st.locs
 	st.msgs = make([]backend.Message, 0, len(ul.recs))
 	st.locs = make([]loc, 0, len(ul.recs))
-	st.byKey = make(map[string]backend.UID, len(ul.recs))
+	st.byKey = nil // built when a listing needs it
 	st.ext = map[backend.UID]string{}
+	j := 0
 	for _, r := range ul.recs {
-		if _, dup := st.byKey[r.key]; dup {
-			st.s.log.Warn("dovecot-uidlist lists a file twice; keeping the lower UID", "dir", st.dir, "file", r.key)
-			continue
-		}
 		m := backend.Message{UID: backend.UID(r.uid), Key: r.key, Size: r.vsize, UIDL: r.uidl}
 		if m.Size < 0 {
 			if w, ok := sizeField(r.key, 'W'); ok {
@@ -287,21 +307,21 @@ func (st *mboxState) loadState(locked bool) error {
 			m.InternalDate = time.Unix(r.mtime, 0)
 		}
 		lc := loc{}
-		// Keep what we knew about the file (flags, place) if UID and key agree.
-		if ouid, ok := old[r.key]; ok && ouid == m.UID {
-			i := sort.Search(len(oldMsgs), func(i int) bool { return oldMsgs[i].UID >= ouid })
-			if i < len(oldMsgs) && oldMsgs[i].UID == ouid {
-				om := oldMsgs[i]
-				m.Flags, m.Keywords, lc = om.Flags, om.Keywords, oldLocs[i]
-				if m.Size < 0 {
-					m.Size = om.Size
-				}
-				if m.InternalDate.IsZero() {
-					m.InternalDate = om.InternalDate
-				}
+		// Keep what we knew about the file (flags, place) if UID and key
+		// agree; both lists ascend by UID.
+		for j < len(oldMsgs) && oldMsgs[j].UID < m.UID {
+			j++
+		}
+		if j < len(oldMsgs) && oldMsgs[j].UID == m.UID && oldMsgs[j].Key == m.Key {
+			om := oldMsgs[j]
+			m.Flags, m.Keywords, lc = om.Flags, om.Keywords, oldLocs[j]
+			if m.Size < 0 {
+				m.Size = om.Size
+			}
+			if m.InternalDate.IsZero() {
+				m.InternalDate = om.InternalDate
 			}
 		}
-		st.byKey[r.key] = m.UID
 		st.msgs = append(st.msgs, m)
 		st.locs = append(st.locs, lc)
 		if r.ext != "" {

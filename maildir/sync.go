@@ -34,6 +34,7 @@ type matchResult struct {
 func (st *mboxState) match(l listing) matchResult {
 	res := matchResult{state: make([]uint8, len(st.msgs)), found: make([]loc, len(st.msgs))}
 	infos := map[string]string{} // local intern cache: no lock per message
+	byKey := st.keyIndex()
 	for i, name := range l.names {
 		if !validFileName(name) {
 			continue
@@ -44,7 +45,7 @@ func (st *mboxState) match(l listing) matchResult {
 		if inNew {
 			sub = "new/"
 		}
-		uid, ok := st.byKey[key]
+		uid, ok := byKey[key]
 		idx := -1
 		if ok {
 			idx = st.find(uid)
@@ -222,12 +223,15 @@ func (st *mboxState) build(res *matchResult) (all []backend.Message, locs []loc,
 func (st *mboxState) commit(res *matchResult, all []backend.Message, locs []loc, visible []backend.Message, changed bool, l listing, ch chan struct{}) {
 	for i, m := range st.msgs {
 		if res.state[i] == missing {
-			delete(st.byKey, m.Key)
+			if st.byKey[m.Key] == m.UID {
+				delete(st.byKey, m.Key)
+			}
 			delete(st.ext, m.UID)
 		}
 	}
+	idx := st.keyIndex()
 	for _, m := range res.added {
-		st.byKey[m.Key] = m.UID
+		idx[m.Key] = m.UID
 	}
 	st.msgs, st.locs = all, locs
 	st.newID, st.curID = l.newID, l.curID
