@@ -2,6 +2,7 @@ package maildir
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -35,32 +36,46 @@ func (r *crlfReader) Read(p []byte) (int, error) {
 		if r.pendLF {
 			p[n] = '\n'
 			n++
-			r.pendLF = false
+			r.pendLF, r.prevCR = false, false
+			continue
+		}
+		// Copy whole runs up to the next LF from the buffer: converting a
+		// byte at a time made large RETRs CPU-bound.
+		buf, err := r.br.Peek(min(r.br.Buffered(), len(p)-n))
+		if len(buf) == 0 {
+			if _, err = r.br.Peek(1); err != nil {
+				if n > 0 {
+					break
+				}
+				if err == io.EOF {
+					return 0, fmt.Errorf("message file %s is %d bytes shorter than its recorded size: %w", r.path, r.left, io.ErrUnexpectedEOF)
+				}
+				return 0, err
+			}
+			continue
+		}
+		run := buf
+		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+			run = buf[:i]
+		}
+		if len(run) > 0 {
+			copy(p[n:], run)
+			n += len(run)
+			r.prevCR = run[len(run)-1] == '\r'
+			r.br.Discard(len(run))
+			continue
+		}
+		// buf starts with LF.
+		r.br.Discard(1)
+		if r.prevCR {
+			p[n] = '\n'
+			n++
 			r.prevCR = false
 			continue
 		}
-		c, err := r.br.ReadByte()
-		if err == io.EOF {
-			if n > 0 {
-				break
-			}
-			return 0, fmt.Errorf("message file %s is %d bytes shorter than its recorded size: %w", r.path, r.left, io.ErrUnexpectedEOF)
-		}
-		if err != nil {
-			if n > 0 {
-				break
-			}
-			return 0, err
-		}
-		if c == '\n' && !r.prevCR {
-			p[n] = '\r'
-			n++
-			r.pendLF = true
-			continue
-		}
-		p[n] = c
+		p[n] = '\r'
 		n++
-		r.prevCR = c == '\r'
+		r.pendLF = true
 	}
 	r.left -= int64(n)
 	return n, nil
