@@ -296,3 +296,24 @@ func TestOddEntries(t *testing.T) {
 		t.Errorf("%d messages, want 2 (the normal one and the one with spaces)", len(s.Messages))
 	}
 }
+
+// TestPollingNoticesChanges: with Poll (NFS), a change made where inotify
+// cannot see it is still noticed within PollInterval.
+func TestPollingNoticesChanges(t *testing.T) {
+	root := newMaildir(t)
+	s := newTestStore(t, Options{SpecialUse: map[string]string{}, Poll: true, PollInterval: 50 * time.Millisecond})
+	// No inotify at all: as on a file system without it.
+	s.noInotify = true
+	u, err := s.Open(context.Background(), backend.Account{Name: "alice", Maildir: root, UID: -1, GID: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	snap, _ := syncBox(t, u, "INBOX")
+	writeFile(t, filepath.Join(root, "new", "1700000000.V1I1M1.other-host"), "Subject: nfs\n\n", time.Time{})
+	select {
+	case <-snap.Changed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("polling did not notice a new file")
+	}
+}

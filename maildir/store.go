@@ -37,6 +37,10 @@ type Options struct {
 	// PollInterval is how often a mailbox with open snapshots checks its
 	// directories when inotify is unavailable (NFS). Default 5s.
 	PollInterval time.Duration
+	// Poll also checks open mailboxes every PollInterval, besides inotify.
+	// Set it when Maildirs are on NFS shared by several hosts: inotify sees
+	// only this host's changes.
+	Poll bool
 	// LockTimeout bounds the wait for a dovecot-uidlist lock. Default 30s.
 	LockTimeout time.Duration
 }
@@ -63,6 +67,9 @@ type Store struct {
 	boxes   map[string]*mboxState
 	interns map[string]string
 	hub     *watchHub
+	// noInotify makes the Store behave as on a file system without
+	// inotify (tests of the polling fallback).
+	noInotify bool
 }
 
 var _ backend.Store = (*Store)(nil)

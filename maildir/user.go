@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/roost-mail/roost/backend"
@@ -456,15 +457,15 @@ func (u *user) Lock(ctx context.Context, name string) (func() error, error) {
 			}
 		}
 	}()
-	var released bool
+	var once sync.Once
+	var err2 error
 	return func() error {
-		if released {
-			return nil
-		}
-		released = true
-		close(stop)
-		<-done
-		return lk.release()
+		once.Do(func() {
+			close(stop)
+			<-done
+			err2 = lk.release()
+		})
+		return err2
 	}, nil
 }
 

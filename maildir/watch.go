@@ -33,6 +33,27 @@ func (h *watchHub) set(d string, st *mboxState) {
 // Caller holds s.mu.
 func (s *Store) watch(st *mboxState) func() {
 	subs := []string{filepath.Join(st.dir, "new"), filepath.Join(st.dir, "cur")}
+	if s.opts.Poll {
+		stopPoll := s.poll(st, subs)
+		stopWatch := s.inotify(st, subs)
+		return func() {
+			stopPoll()
+			if stopWatch != nil {
+				stopWatch()
+			}
+		}
+	}
+	if stop := s.inotify(st, subs); stop != nil {
+		return stop
+	}
+	return s.poll(st, subs)
+}
+
+// inotify watches subs for st, or returns nil if it cannot.
+func (s *Store) inotify(st *mboxState, subs []string) func() {
+	if s.noInotify {
+		return nil
+	}
 	if s.hub == nil {
 		w, err := fsnotify.NewWatcher()
 		if err == nil {
@@ -67,7 +88,7 @@ func (s *Store) watch(st *mboxState) func() {
 		}
 		s.log.Info("cannot watch mailbox; polling it", "dir", st.dir, "err", err)
 	}
-	return s.poll(st, subs)
+	return nil
 }
 
 func (s *Store) runHub(h *watchHub) {
