@@ -65,18 +65,22 @@ func largeMaildir(b *testing.B, n int) (root, users string) {
 
 // benchServer starts a fresh store and server over root, so nothing is
 // cached in memory from an earlier one.
-func benchServer(b *testing.B, root, users string) (addr string, stop func()) {
+func benchServer(b *testing.B, root, users string, cacheBytes ...int64) (addr string, stop func()) {
 	b.Helper()
 	fa, err := fileauth.New(fileauth.Options{Path: users})
 	if err != nil {
 		b.Fatal(err)
+	}
+	cache := int64(256 << 20)
+	if len(cacheBytes) > 0 {
+		cache = cacheBytes[0]
 	}
 	srv, err := imapd.New(imapd.Options{
 		Store:              maildir.New(maildir.Options{SpecialUse: map[string]string{}}),
 		Auth:               auth.WithDefaults(fa, auth.Defaults{MailRoot: root}),
 		Logger:             slog.New(slog.DiscardHandler),
 		AllowPlaintextAuth: true,
-		CacheBytes:         256 << 20,
+		CacheBytes:         cache,
 	})
 	if err != nil {
 		b.Fatal(err)
