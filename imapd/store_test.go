@@ -142,3 +142,47 @@ func TestAppendOverQuota(t *testing.T) {
 		t.Fatalf("messages after refused APPEND: %v %v", st, err)
 	}
 }
+
+// A COPY past the quota is refused and writes nothing; a MOVE does not
+// add to the usage and goes through.
+func TestCopyOverQuota(t *testing.T) {
+	ts := newTestServer(t, nil)
+	msg := "Subject: q\n\n" + strings.Repeat("y", 1200) + "\n"
+	ts.deliver(t, "bob", "", msg)
+	r := ts.raw(t)
+	r.login("bob", bobPass)
+	r.cmd("SELECT INBOX")
+	if l := last(r.cmd("COPY 1 Archive")); !strings.Contains(l, "NO [OVERQUOTA]") {
+		t.Errorf("COPY: %s", l)
+	}
+	if out := strings.Join(r.cmd("STATUS Archive (MESSAGES)"), "\n"); !strings.Contains(out, "MESSAGES 0") {
+		t.Errorf("Archive after the refused copy:\n%s", out)
+	}
+	if out := strings.Join(r.cmd("MOVE 1 Archive"), "\n"); !strings.Contains(out, "* 1 EXPUNGE") || !strings.Contains(out, "OK") {
+		t.Errorf("MOVE within the quota:\n%s", out)
+	}
+}
+
+// RENAME INBOX moves its messages to the new name and leaves INBOX empty
+// (RFC 3501 6.3.5); renaming a parent moves its children.
+func TestRenameInbox(t *testing.T) {
+	ts := newTestServer(t, nil)
+	ts.deliver(t, "alice", "", "Subject: 1\n\n1\n")
+	ts.deliver(t, "alice", "", "Subject: 2\n\n2\n")
+	r := ts.raw(t)
+	r.login("alice", alicePass)
+	if l := last(r.cmd("RENAME INBOX Old")); !strings.Contains(l, "OK") {
+		t.Fatal(l)
+	}
+	if out := strings.Join(r.cmd("STATUS Old (MESSAGES)"), "\n"); !strings.Contains(out, "MESSAGES 2") {
+		t.Errorf("Old:\n%s", out)
+	}
+	if out := strings.Join(r.cmd("STATUS INBOX (MESSAGES)"), "\n"); !strings.Contains(out, "MESSAGES 0") {
+		t.Errorf("INBOX:\n%s", out)
+	}
+	r.cmd("CREATE Old/Sub")
+	r.cmd("RENAME Old New")
+	if out := strings.Join(r.cmd(`LIST "" New*`), "\n"); !strings.Contains(out, `"New/Sub"`) {
+		t.Errorf("children did not move:\n%s", out)
+	}
+}
