@@ -1,9 +1,9 @@
-# Roost: make build | test | demo | deb | bench | fuzz
+# Roost: make build | test | torture | demo | deb | bench | fuzz
 GO      ?= go
 BIN     := bin
 FUZZTIME ?= 30s
 
-.PHONY: all build test vet demo deb bench fuzz clean
+.PHONY: all build test torture vet demo deb bench fuzz clean
 
 all: build
 
@@ -17,6 +17,11 @@ vet:
 # Every test: unit, conformance, fuzz seeds, real slapd/Postfix/clients.
 test: build vet
 	$(GO) test -race -count=1 -timeout 25m ./...
+
+# Long fault tests against the real binaries (docs/faults.md): hundreds of
+# kill -9s, a 10-minute soak. make test runs their short forms.
+torture: build
+	$(GO) test -race -count=1 -timeout 60m -v ./torture/ -args -torture
 
 demo: build
 	./deploy/demo/run
