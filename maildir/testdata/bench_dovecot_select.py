@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
 """Time Dovecot's SELECT of a big Maildir, for docs/storage.md.
 
-Usage: bench_dovecot_select.py HOME [N]
+Usage: bench_dovecot_select.py HOME [N] [--drop-index]
   Creates HOME/Maildir with N (default 100000) messages named and sized
   like maildir's BenchmarkOpenSync100k, then runs a pre-authenticated
   /usr/lib/dovecot/imap per measurement (no daemon, no network) and
   prints the time of "SELECT INBOX": once cold (no dovecot-uidlist, no
-  index) and five times warm (uidlist and index current).
+  index) and five times warm (uidlist and index current). --drop-index
+  first removes Dovecot's index files but keeps dovecot-uidlist: Dovecot
+  then lists the directory, like Roost without roost-cache.
 Then run: ROOST_BENCH_MAILDIR=HOME/Maildir go test -run '^$' -bench OpenSync100k ./maildir/
 """
 import os, subprocess, sys, tempfile, time
 
 home = sys.argv[1]
-n = int(sys.argv[2]) if len(sys.argv) > 2 else 100000
+args = [a for a in sys.argv[2:] if not a.startswith("--")]
+n = int(args[0]) if args else 100000
+drop_index = "--drop-index" in sys.argv
 md = os.path.join(home, "Maildir")
 body = b"From: a@example.edu\nSubject: benchmark\n\nhello\n"
 vsize = len(body) + body.count(b"\n")
@@ -71,8 +75,13 @@ def select_time():
     return dt, exists, line.decode().strip()
 
 cold = not os.path.exists(os.path.join(md, "dovecot-uidlist"))
+if drop_index:
+    for x in os.listdir(md):
+        if x.startswith("dovecot.index") or x.startswith("dovecot.list.index"):
+            os.unlink(os.path.join(md, x))
 dt, exists, reply = select_time()
-print("dovecot SELECT %s: %.1f ms (%s messages) %s" % ("cold" if cold else "warm", dt * 1000, exists, reply))
+kind = "cold" if cold else ("uidlist only, no index" if drop_index else "warm")
+print("dovecot SELECT %s: %.1f ms (%s messages) %s" % (kind, dt * 1000, exists, reply))
 for i in range(5):
     dt, exists, reply = select_time()
     print("dovecot SELECT warm: %.1f ms (%s messages)" % (dt * 1000, exists))
