@@ -33,6 +33,9 @@ type postfix struct {
 	spool   string
 	maillog string
 	port    int
+	// paths maps the install paths in the snippets (/usr/local/bin/roostctl,
+	// /etc/roost/roost.yaml) to the test's; nil leaves them.
+	paths *strings.Replacer
 }
 
 // startPostfix prepares and starts the instance with main.cf made of the
@@ -153,7 +156,7 @@ queue_run_delay = 1s
 		if err != nil {
 			p.t.Fatal(err)
 		}
-		fmt.Fprintf(&b, "\n# ---- deploy/postfix/%s\n%s", s, data)
+		fmt.Fprintf(&b, "\n# ---- deploy/postfix/%s\n%s", s, p.localPaths(string(data)))
 	}
 	if err := os.WriteFile(filepath.Join(p.etc, "main.cf"), []byte(b.String()), 0o644); err != nil {
 		p.t.Fatal(err)
@@ -188,10 +191,17 @@ func (p *postfix) writeMasterCf(extra string) {
 		}
 		b.WriteString(line + "\n")
 	}
-	b.WriteString(extra)
+	b.WriteString(p.localPaths(extra))
 	if err := os.WriteFile(filepath.Join(p.etc, "master.cf"), []byte(b.String()), 0o644); err != nil {
 		p.t.Fatal(err)
 	}
+}
+
+func (p *postfix) localPaths(s string) string {
+	if p.paths == nil {
+		return s
+	}
+	return p.paths.Replace(s)
 }
 
 // reconfigure rewrites main.cf (and master.cf extras) and reloads.
@@ -236,7 +246,7 @@ type logEntry struct {
 
 var (
 	reMsgID  = regexp.MustCompile(`postfix/cleanup\[\d+\]: ([0-9A-F]+): message-id=<([^>]*)>`)
-	reStatus = regexp.MustCompile(`postfix/(?:lmtp|virtual|pipe)\[\d+\]: ([0-9A-F]+): to=<([^>]*)>.* status=(\w+) \((.*)\)$`)
+	reStatus = regexp.MustCompile(`postfix/(?:lmtp|virtual|pipe|local)\[\d+\]: ([0-9A-F]+): to=<([^>]*)>.* status=(\w+) \((.*)\)$`)
 )
 
 // deliveries parses the maillog: the final (latest) status line of every

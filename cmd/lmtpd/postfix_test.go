@@ -43,11 +43,15 @@ full@example.edu:{PLAIN}pw::::::userdb_quota_rule=*:bytes=5000
 bulk@example.edu:{PLAIN}pw
 crash@example.edu:{PLAIN}pw
 bob@example.edu:{PLAIN}pw
+nobody:{PLAIN}pw
+lda@example.edu:{PLAIN}pw
+ldafull@example.edu:{PLAIN}pw::::::userdb_quota_rule=*:bytes=1000
 `
 
 func newRoost(t *testing.T, pf *postfix) *roost {
 	t.Helper()
-	r := &roost{t: t, bin: t.TempDir(), mailRoot: filepath.Join(pf.dir, "vmail"),
+	// Binaries under pfDir (0755), so pipe(8) can run roostctl as nobody.
+	r := &roost{t: t, bin: filepath.Join(pf.dir, "bin"), mailRoot: filepath.Join(pf.dir, "vmail"),
 		socket: filepath.Join(pf.spool, "roost", "lmtp"), logFile: filepath.Join(pf.dir, "lmtpd.log")}
 	// The socket directory the roost package makes in Postfix's queue.
 	if err := os.MkdirAll(filepath.Dir(r.socket), 0o750); err != nil {
@@ -79,6 +83,7 @@ auth:
 lmtp:
   listen: ["unix:%s"]
   hostname: mx.example.test
+  local_domains: [mx.example.test]
 security:
   allow_root: true
 log:
@@ -242,6 +247,7 @@ func TestPostfixEndToEnd(t *testing.T) {
 	pf := startPostfix(t, []string{"lmtp-virtual.main.cf"}, "")
 	r := newRoost(t, pf)
 	r.startLmtpd()
+	pf.paths = strings.NewReplacer("/usr/local/bin/roostctl", filepath.Join(r.bin, "roostctl"), "/etc/roost/roost.yaml", r.config)
 
 	t.Run("delivered through lmtpd", func(t *testing.T) {
 		out, ids := msgs("basic", "alice@example.edu", 3, 3000)
@@ -381,6 +387,21 @@ func TestPostfixEndToEnd(t *testing.T) {
 			}
 		}
 	})
+	t.Run("local users via mailbox_transport", func(t *testing.T) {
+		// local(8) delivers to the system user nobody, handing the mailbox
+		// delivery to lmtpd as nobody@mx.example.test.
+		pf.reconfigure([]string{"lmtp-local.main.cf"}, "mydestination = mx.example.test\n", "")
+		out, ids := msgs("local", "nobody@mx.example.test", 1, 500)
+		pf.sendSMTP(1, out)
+		e := pf.waitFinal(ids, 60*time.Second)[ids[0]]
+		if e.status != "sent" || !strings.Contains(e.reply, "Saved UID") {
+			t.Fatalf("status=%s (%s), want sent by lmtpd", e.status, e.reply)
+		}
+		md := filepath.Join(r.mailRoot, "nobody", "Maildir")
+		if _, err := os.Stat(md); err != nil {
+			t.Fatalf("nobody's Maildir: %v", err)
+		}
+	})
 	r.stopLmtpd()
 
 	t.Run("Postfix virtual(8) writes the Maildir, Roost reads it", func(t *testing.T) {
@@ -450,6 +471,75 @@ func TestPostfixEndToEnd(t *testing.T) {
 		}
 		if q.Messages != 2 || q.UsedBytes != fileBytes {
 			t.Errorf("quota after recalc: %d messages, %d bytes; want 2 and %d (the files' sizes)", q.Messages, q.UsedBytes, fileBytes)
+		}
+	})
+
+	t.Run("roostctl deliver as an LDA through pipe(8)", func(t *testing.T) {
+		// The pipe runs as nobody: it must read the config and write Maildirs.
+		for _, f := range []string{r.config, filepath.Join(pf.dir, "users")} {
+			if err := os.Chmod(f, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, d := range []string{r.mailRoot, filepath.Join(r.mailRoot, "example.edu")} {
+			if err := os.Chown(d, 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+		}
+		master, err := os.ReadFile(filepath.Join("..", "..", "deploy", "postfix", "lda.master.cf"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		entry := strings.ReplaceAll(string(master), "user=vmail", "user=nobody")
+		pf.reconfigure([]string{"lmtp-virtual.main.cf"}, "virtual_transport = roost-lda\n", entry)
+
+		out, ids := msgs("lda", "lda@example.edu", 2, 800)
+		full, fullIDs := msgs("ldafull", "ldafull@example.edu", 1, 3000)
+		unknown, unknownIDs := msgs("ldaunknown", "nosuchuser@example.edu", 1, 100)
+		pf.sendSMTP(1, append(append(out, full...), unknown...))
+		final := pf.waitFinal(append(ids, unknownIDs...), 60*time.Second)
+		for _, id := range ids {
+			if final[id].status != "sent" {
+				t.Errorf("<%s>: status=%s (%s)", id, final[id].status, final[id].reply)
+			}
+		}
+		if e := final[unknownIDs[0]]; e.status != "bounced" {
+			t.Errorf("unknown user via the LDA: status=%s (%s), want bounced", e.status, e.reply)
+		}
+		if e := pf.waitStatus(fullIDs[0], "deferred", 60*time.Second); !strings.Contains(e.reply, "4.2.2") {
+			t.Errorf("over quota via the LDA: %q, want a deferral with 4.2.2", e.reply)
+		}
+		inbox := r.mailbox("lda@example.edu")
+		checkIntact(t, inbox)
+		if len(inbox) != 2 {
+			t.Fatalf("lda@ has %d messages, want 2", len(inbox))
+		}
+		for _, m := range inbox {
+			if !strings.Contains(m.body, "Delivered-To: lda@example.edu\r\n") || !strings.Contains(m.body, "Return-Path: <sender@example.org>\r\n") {
+				t.Errorf("UID %d: pipe(8) flags D and R did not add Delivered-To and Return-Path", m.uid)
+			}
+		}
+		if got := r.mailbox("ldafull@example.edu"); len(got) != 0 {
+			t.Errorf("ldafull@ has %d messages, want 0", len(got))
+		}
+	})
+
+	t.Run("roostctl deliver as local(8)'s mailbox_command", func(t *testing.T) {
+		// local(8) runs the command as the recipient, nobody.
+		md := filepath.Join(r.mailRoot, "nobody")
+		mustRun(t, "chown", "-R", "nobody", md)
+		pf.reconfigure([]string{"lda-local.main.cf"}, "mydestination = mx.example.test\n", "")
+		out, ids := msgs("mboxcmd", "nobody@mx.example.test", 1, 700)
+		pf.sendSMTP(1, out)
+		if e := pf.waitFinal(ids, 60*time.Second)[ids[0]]; e.status != "sent" {
+			t.Fatalf("status=%s (%s)", e.status, e.reply)
+		}
+		var found bool
+		for _, m := range r.mailbox("nobody") {
+			found = found || m.id == ids[0]
+		}
+		if !found {
+			t.Errorf("the message delivered by mailbox_command is not in nobody's INBOX")
 		}
 	})
 }
