@@ -268,3 +268,22 @@ func TestParseLine(t *testing.T) {
 		}
 	}
 }
+
+func TestExpand(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"/var/vmail/%d/%n", "/var/vmail/d.org/u"},
+		{"/var/vmail/%Ld/%Ln", "/var/vmail/d.org/u"},
+		{"/m/%{domain}/%{username}/%{user}", "/m/d.org/u/u@d.org"},
+		{"%h/Maildir", "/home/u/Maildir"},
+		{"%{home}/x", "/home/u/x"},
+		{"%Ud", "D.ORG"},
+		{"100%%", "100%"},
+		{"%x %{nope} %", "%x %{nope} %"},
+		{"%{unterminated", "%{unterminated"},
+		{"%L", "%L"},
+	} {
+		if got := expand(c.in, "u@d.org", "/home/u"); got != c.want {
+			t.Errorf("expand(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}

@@ -185,35 +185,53 @@ func (e *entry) mailLocation(loc string) string {
 	return ""
 }
 
-// expand replaces Dovecot's %u (user), %n (local part), %d (domain), %h
-// (home) and %% in s. Other variables are left as they are.
+// expand replaces Dovecot's variables in s: %u or %{user} (user), %n or
+// %{username} (local part), %d or %{domain} (domain), %h or %{home} (home)
+// and %%, with the case modifiers %L and %U (%Ld, %Un); names are already
+// lower case, so %L changes nothing. Other variables are left as written.
 func expand(s, user, home string) string {
 	if !strings.Contains(s, "%") {
 		return s
 	}
 	local, domain, _ := strings.Cut(user, "@")
+	values := map[string]string{"u": user, "user": user, "n": local, "username": local,
+		"d": domain, "domain": domain, "h": home, "home": home}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		if s[i] != '%' || i+1 == len(s) {
 			b.WriteByte(s[i])
 			continue
 		}
-		i++
-		switch s[i] {
-		case 'u':
-			b.WriteString(user)
-		case 'n':
-			b.WriteString(local)
-		case 'd':
-			b.WriteString(domain)
-		case 'h':
-			b.WriteString(home)
-		case '%':
-			b.WriteByte('%')
-		default:
-			b.WriteByte('%')
-			b.WriteByte(s[i])
+		j := i + 1
+		upper := false
+		if s[j] == 'L' || s[j] == 'U' {
+			upper = s[j] == 'U'
+			j++
 		}
+		name := ""
+		switch {
+		case j < len(s) && s[j] == '{':
+			if end := strings.IndexByte(s[j:], '}'); end > 0 {
+				name = s[j+1 : j+end]
+				j += end
+			}
+		case j < len(s):
+			name = s[j : j+1]
+		}
+		if v, ok := values[name]; ok {
+			if upper {
+				v = strings.ToUpper(v)
+			}
+			b.WriteString(v)
+			i = j
+			continue
+		}
+		if name == "%" && j == i+1 {
+			b.WriteByte('%')
+			i = j
+			continue
+		}
+		b.WriteByte('%') // unknown: keep as written
 	}
 	return b.String()
 }
