@@ -44,7 +44,9 @@ Every problem is listed at once; the exit status is 1 if there is any.`,
 func (a *app) checkConfig(cmd *cobra.Command) []string {
 	cfg, err := config.Load(a.configPath)
 	if err != nil {
-		return strings.Split(err.Error(), "\n")
+		// config.Load names the file once, in front of the joined problems.
+		msg := strings.TrimPrefix(err.Error(), "config "+a.configPath+": ")
+		return strings.Split(msg, "\n")
 	}
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
