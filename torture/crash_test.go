@@ -203,10 +203,22 @@ func (w *workers) appender(ctx context.Context) {
 	}
 }
 
-// uidsByID fetches the Message-IDs of the selected mailbox.
+// uidsByID fetches the Message-IDs of the selected mailbox. A NO
+// [EXPUNGEISSUED] (messages expunged by another session, RFC 5530) is
+// answered with a NOOP, which delivers the expunges, and a new try.
 func uidsByID(c *imapclient.Client) (map[string]imap.UID, error) {
 	sect := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{"Message-ID"}, Peek: true}
-	msgs, err := c.Fetch(imap.UIDSet{imap.UIDRange{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{sect}}).Collect()
+	var msgs []*imapclient.FetchMessageBuffer
+	var err error
+	for try := 0; try < 5; try++ {
+		msgs, err = c.Fetch(imap.UIDSet{imap.UIDRange{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{sect}}).Collect()
+		if err == nil || !isNo(err) || !strings.Contains(err.Error(), "EXPUNGEISSUED") {
+			break
+		}
+		if err := c.Noop().Wait(); err != nil {
+			return nil, err
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
