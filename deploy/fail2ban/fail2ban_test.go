@@ -77,3 +77,45 @@ func TestFilterIgnoresOtherLines(t *testing.T) {
 		t.Errorf("fail2ban matched lines that are not failed logins: %v", got)
 	}
 }
+
+// TestJailLoads installs the filter and the jail into a copy of the
+// system's fail2ban configuration (without Debian's sshd jail, which needs
+// a log this machine may not have) and lets fail2ban check and dump it.
+func TestJailLoads(t *testing.T) {
+	client := testenv.Require(t, "fail2ban-client", "fail2ban")
+	dir := t.TempDir()
+	if out, err := exec.Command("cp", "-r", "/etc/fail2ban/.", dir).CombinedOutput(); err != nil {
+		t.Fatalf("copy /etc/fail2ban: %v\n%s", err, out)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "jail.d")); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"filter.d/roost.conf", "jail.d/roost.conf"} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := exec.Command(client, "-c", dir, "-t").CombinedOutput(); err != nil {
+		t.Fatalf("fail2ban-client -t: %v\n%s", err, out)
+	}
+	dump, err := exec.Command(client, "-c", dir, "-d").Output()
+	if err != nil {
+		t.Fatalf("fail2ban-client -d: %v", err)
+	}
+	for _, want := range []string{
+		"['add', 'roost', 'systemd']",
+		"'_SYSTEMD_UNIT=roost-imapd.service', '+', '_SYSTEMD_UNIT=roost-pop3d.service'",
+		"['set', 'roost', 'maxretry', 10]",
+	} {
+		if !strings.Contains(string(dump), want) {
+			t.Errorf("fail2ban's view of the jail lacks %s", want)
+		}
+	}
+}
