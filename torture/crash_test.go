@@ -132,8 +132,21 @@ func pause(ctx context.Context) {
 	}
 }
 
+// crowded tells producers to wait: verification reads every file after
+// each round, so the Maildir must not grow without bound in the long form.
+func (w *workers) crowded(ctx context.Context) bool {
+	if w.m.inFolder("INBOX")+w.m.inFolder("Work")+w.m.inFolder("Projects") < 200 {
+		return false
+	}
+	pause(ctx)
+	return true
+}
+
 func (w *workers) lmtp(ctx context.Context) {
 	for ctx.Err() == nil {
+		if w.crowded(ctx) {
+			continue
+		}
 		id := w.m.newID("L")
 		k, rcpt := key{"INBOX", id}, "alice@example.edu"
 		if w.m.intn(4) == 0 {
@@ -181,6 +194,9 @@ func (w *workers) appender(ctx context.Context) {
 			if c = w.imap(ctx); c == nil {
 				return
 			}
+		}
+		if w.crowded(ctx) {
+			continue
 		}
 		id := w.m.newID("A")
 		k := key{crashFolders[w.m.intn(len(crashFolders))], id}

@@ -263,10 +263,15 @@ func TestIsolation(t *testing.T) {
 	deliver("carol@example.edu", "carolnew")
 
 	// roostctl: bad names are refused; symlinked folders show nothing.
-	for _, name := range append([]string{"Evil", "Outside", "Evil2"}, badNames...) {
+	for _, name := range badNames {
+		if out, errOut, code := s.roostctl("mailbox", "status", "alice", name, "--json"); code != 1 {
+			t.Errorf("roostctl mailbox status alice %q: exit %d, want 1\n%s%s", name, code, out, errOut)
+		}
+	}
+	for _, name := range []string{"Evil", "Outside", "Evil2"} {
 		out, errOut, code := s.roostctl("mailbox", "status", "alice", name, "--json")
 		if code == 0 && !strings.Contains(out, `"messages": 0`) {
-			t.Errorf("roostctl mailbox status alice %q: exit 0\n%s", name, out)
+			t.Errorf("roostctl mailbox status alice %q shows another user's messages:\n%s", name, out)
 		}
 		leak("roostctl", name, []byte(out+errOut))
 	}
