@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -17,13 +18,15 @@ import (
 	"github.com/roost-mail/roost/backend"
 )
 
-// session is one LMTP connection. go-smtp calls its methods from the
-// connection's goroutine only (LMTPData from one goroutine at a time).
+// session is one LMTP connection. go-smtp calls its methods one at a time,
+// except Logout, which Server.Close may call while LMTPData runs in its own
+// goroutine; mu keeps the two apart.
 type session struct {
 	srv    *Server
 	ctx    context.Context
 	cancel context.CancelFunc
 	log    *slog.Logger
+	mu     sync.Mutex // held by LMTPData and Logout
 
 	from  string
 	size  int64 // SIZE= from MAIL FROM, 0 if not given
@@ -50,11 +53,13 @@ func (s *session) Reset() {
 }
 
 func (s *session) Logout() error {
+	s.cancel() // a delivery in progress stops at its next context check
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.Reset()
 	if s.spoolFile != nil {
 		s.spoolFile.Close()
 	}
-	s.cancel()
 	s.srv.opts.Metrics.ConnClosed()
 	return nil
 }
@@ -153,6 +158,8 @@ func (s *session) Data(r io.Reader) error {
 // LMTPData spools the message, then stores it for each recipient in turn and
 // reports each result as soon as it is known (RFC 2033 4.2).
 func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	start := time.Now()
 	spool, size, err := s.spool(r)
 	if err != nil {
