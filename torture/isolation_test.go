@@ -254,11 +254,29 @@ func TestIsolation(t *testing.T) {
 	}
 
 	// LMTP +detail: never outside alice's Maildir.
-	for _, detail := range append([]string{"Evil", "Outside", "Evil2", "tmp", "new", "cur"}, badNames...) {
-		r := deliver("alice+"+detail+"@example.edu", "detailprobe")
-		if !strings.HasPrefix(r, "250") && !strings.HasPrefix(r, "5") {
+	stored := 0
+	for i, detail := range append([]string{"Evil", "Outside", "Evil2", "tmp", "new", "cur"}, badNames...) {
+		r := deliver("alice+"+detail+"@example.edu", fmt.Sprintf("detailprobe%d", i))
+		switch {
+		case strings.HasPrefix(r, "250"):
+			stored++
+		case !strings.HasPrefix(r, "5"):
 			t.Errorf("alice+%s: %q", detail, r)
 		}
+	}
+	// Every accepted probe is in one of alice's own folders.
+	v, err := scanMaildir(amd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, f := range v.files {
+		if strings.HasPrefix(f.id, "detailprobe") {
+			found++
+		}
+	}
+	if found != stored {
+		t.Errorf("%d +detail deliveries accepted, %d found in alice's folders", stored, found)
 	}
 	deliver("carol@example.edu", "carolnew")
 
