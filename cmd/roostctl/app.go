@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/roost-mail/roost/auth"
 	"github.com/roost-mail/roost/backend"
+	"github.com/roost-mail/roost/cmd/internal/config"
 	"github.com/roost-mail/roost/cmd/internal/daemon"
 	"github.com/roost-mail/roost/quota"
 )
@@ -80,27 +82,31 @@ func (a *app) open(ctx context.Context, logTo io.Writer) error {
 	if err != nil {
 		return err
 	}
-	q := env.Config.Quota
-	tmpl := ""
-	if q.WarningTemplate != "" {
-		b, err := os.ReadFile(q.WarningTemplate)
-		if err != nil {
-			env.Close()
-			return fmt.Errorf("quota.warning_template: %w", err)
-		}
-		tmpl = string(b)
-	}
-	hostname, _ := os.Hostname()
-	a.policy, err = quota.New(quota.Options{
-		Default: int64(q.Default), GracePercent: q.GracePercent, Warnings: q.Warnings,
-		Template: tmpl, Permanent: q.Permanent, Hostname: hostname, Logger: env.Logger,
-	})
-	if err != nil {
+	if a.policy, err = quotaPolicy(env.Config, env.Logger); err != nil {
 		env.Close()
 		return err
 	}
 	a.env = env
 	return nil
+}
+
+// quotaPolicy builds the quota policy from the config as lmtpd does
+// (cmd/lmtpd/main.go), reading the warning template file.
+func quotaPolicy(cfg *config.Config, log *slog.Logger) (*quota.Policy, error) {
+	q := cfg.Quota
+	tmpl := ""
+	if q.WarningTemplate != "" {
+		b, err := os.ReadFile(q.WarningTemplate)
+		if err != nil {
+			return nil, fmt.Errorf("quota.warning_template: %w", err)
+		}
+		tmpl = string(b)
+	}
+	hostname, _ := os.Hostname()
+	return quota.New(quota.Options{
+		Default: int64(q.Default), GracePercent: q.GracePercent, Warnings: q.Warnings,
+		Template: tmpl, Permanent: q.Permanent, Hostname: hostname, Logger: log,
+	})
 }
 
 // lookup finds a user as the daemons would, with errors that say what to do.

@@ -381,6 +381,13 @@ func TestConfigCheck(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stdout, "log.level") || !strings.Contains(r.stdout, "imap.delimiter") {
 		t.Errorf("two problems: exit %d\n%s", r.code, r.stdout)
 	}
+	tmpl := newSite(t, "")
+	tmplFile := filepath.Join(tmpl.dir, "warning.tmpl")
+	os.WriteFile(tmplFile, []byte("Subject: {{.Percent\n\nbody\n"), 0o644)
+	tmpl.edit("quota:\n", "quota:\n  warning_template: "+tmplFile+"\n")
+	if r := tmpl.run("", "config", "check"); r.code != 1 || !strings.Contains(r.stdout, "warning template") {
+		t.Errorf("broken warning template: exit %d\n%s", r.code, r.stdout)
+	}
 	files := newSite(t, "tls:\n  cert_file: /nonexistent/cert.pem\n  key_file: /nonexistent/key.pem\n")
 	os.Remove(files.users)
 	r = files.run("", "config", "check")

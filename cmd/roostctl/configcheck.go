@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/roost-mail/roost/cmd/internal/config"
-	"github.com/roost-mail/roost/quota"
 )
 
 func (a *app) configCmd() *cobra.Command {
@@ -74,16 +73,7 @@ func (a *app) checkConfig(cmd *cobra.Command) []string {
 			bad("tls.cert_file/tls.key_file: %v", err)
 		}
 	}
-	tmpl := ""
-	if p := cfg.Quota.WarningTemplate; p != "" {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			bad("quota.warning_template: %v", err)
-		}
-		tmpl = string(b)
-	}
-	if _, err := quota.New(quota.Options{Default: int64(cfg.Quota.Default), GracePercent: cfg.Quota.GracePercent,
-		Warnings: cfg.Quota.Warnings, Template: tmpl}); err != nil {
+	if _, err := quotaPolicy(cfg, nil); err != nil {
 		bad("%v", err)
 	}
 	for _, l := range cfg.LMTP.Listen {
