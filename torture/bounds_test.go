@@ -95,7 +95,7 @@ func sendJunk(t *testing.T, addr string, setup []string, prefix string, n int64)
 }
 
 // TestResourceBounds sends 100 MB of junk without a newline, and 100 MB
-// literals, to imapd and pop3d, and checks that each costs the server a
+// literals, to imapd and pop3d (and a junk line to lmtpd), and checks that each costs the server a
 // bounded amount of memory (peak VmRSS growth under 64 MB, read from
 // /proc: a memory bound, not a timing one), gets an error or a
 // disconnect, and leaves the server serving.
@@ -103,7 +103,7 @@ func TestResourceBounds(t *testing.T) {
 	const junk = 100 << 20
 	const bound = 64 << 20
 	s := newSite(t, "", "")
-	imapd, pop3d := s.start("imapd"), s.start("pop3d")
+	imapd, pop3d, lmtpd := s.start("imapd"), s.start("pop3d"), s.start("lmtpd")
 	if err := os.MkdirAll(s.maildir("alice"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -122,6 +122,8 @@ func TestResourceBounds(t *testing.T) {
 		{"imapd: 100 MB non-synchronizing APPEND literal", imapd, login, "a1 APPEND INBOX {104857600+}\r\n"},
 		{"pop3d: junk before login", pop3d, nil, "USER "},
 		{"pop3d: junk after login", pop3d, []string{"USER alice", "PASS alicepw"}, "RETR "},
+		// Postfix is lmtpd's only client, but a broken one must not hurt.
+		{"lmtpd: junk line", lmtpd, []string{"LHLO x"}, "MAIL FROM:<"},
 	}
 	for _, tc := range cases {
 		// "5" resets VmHWM to the current RSS (proc(5)), so the peak is this case's.
@@ -137,7 +139,7 @@ func TestResourceBounds(t *testing.T) {
 			t.Errorf("%s: peak VmRSS grew by %d MB (bound %d MB)", tc.name, (peak-base)>>20, bound>>20)
 		}
 		answered := strings.Contains(res.reply, " BAD") || strings.Contains(res.reply, " NO") ||
-			strings.Contains(res.reply, "BYE") || strings.Contains(res.reply, "-ERR")
+			strings.Contains(res.reply, "BYE") || strings.Contains(res.reply, "-ERR") || strings.HasPrefix(res.reply, "5")
 		if !answered && !res.closed {
 			t.Errorf("%s: neither an error reply nor a disconnect (reply %q)", tc.name, res.reply)
 		}
