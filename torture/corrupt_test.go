@@ -191,8 +191,19 @@ func corruptOne(t *testing.T, file string, damage func([]byte) []byte, minKept i
 			t.Fatalf("%s died", d.name)
 		}
 	}
-	if err := a.Noop().Wait(); err != nil && !strings.Contains(err.Error(), "UIDVALIDITY") {
+	// The open session: UIDs cannot change within a session (RFC 3501
+	// 2.3.1.1); a server that renumbers must end it instead.
+	if err := a.Noop().Wait(); err != nil {
 		t.Logf("open session after the damage: %v", err)
+	} else if view, err := uidsByID(a); err != nil {
+		t.Logf("open session after the damage: FETCH: %v", err)
+	} else {
+		for id, uid := range view {
+			if old, had := before[id]; (had && old != uid && uid < beforeNext) || (!had && uid < beforeNext) {
+				t.Errorf("the open session shows %s as UID %d (before: %d, UIDNEXT %d): UIDs changed under a selected mailbox", id, uid, old, beforeNext)
+			}
+		}
+		t.Logf("open session after the damage: %d messages, %v", len(view), view)
 	}
 	logs := (imapd.log.String() + lmtpd.log.String())[logBefore:]
 	if !strings.Contains(logs, file) || !strings.Contains(logs, "level=WARN") && !strings.Contains(logs, "level=ERROR") {
