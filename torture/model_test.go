@@ -63,7 +63,8 @@ func (m *model) count(stat string) {
 	m.mu.Unlock()
 }
 
-// set records what may now be in a folder; nil-like 0 removes the key.
+// set records what may now be in a folder; mayBeAbsent (surely gone)
+// removes the key.
 func (m *model) set(k key, a allowed) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
