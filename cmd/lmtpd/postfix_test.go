@@ -285,6 +285,10 @@ func TestPostfixEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("seen by IMAP (UID, RFC822.SIZE, IDLE) and POP3", func(t *testing.T) {
+		checkClients(t, r, pf, "alice@example.edu")
+	})
+
 	t.Run("over quota defers with 4.2.2 and writes nothing", func(t *testing.T) {
 		first, ids := msgs("quota", "full@example.edu", 2, 2500)
 		pf.sendSMTP(1, first[:1])
