@@ -48,6 +48,27 @@ var badNames = []string{
 	"x/..", "foo.bar", "Work//x", "Work/", "*", "%",
 }
 
+// rawBadNames are sent on the wire as they are (go-imap's client would
+// encode the "&"): modified UTF-7 for "..", "/etc" and "../bob", which an
+// IMAP4rev1 client may send and a server must not decode into a path.
+var rawBadNames = []string{"&AC4ALg-", "&AC8-etc", "&AC4ALgAv-bob", "Work/&AC4ALg-/&AC4ALg-"}
+
+// rawIMAP sends one tagged command and returns the tagged reply line.
+func rawIMAP(tc *textClient, tag, command string) (string, error) {
+	if _, err := fmt.Fprintf(tc.c, "%s %s\r\n", tag, command); err != nil {
+		return "", err
+	}
+	for {
+		l, err := tc.line()
+		if err != nil || strings.HasPrefix(l, tag+" ") {
+			return l, err
+		}
+		if strings.HasPrefix(l, "+") {
+			return l, nil
+		}
+	}
+}
+
 // TestIsolation tries to reach another user's mail (or any file outside
 // the user's Maildir) through mailbox names and symlinks, over IMAP
 // (CREATE, RENAME, SELECT, EXAMINE, STATUS, APPEND, COPY, MOVE, DELETE),
@@ -168,6 +189,38 @@ func TestIsolation(t *testing.T) {
 			t.Fatalf("session broken after %q: %v", name, err)
 		}
 	}
+	raw, _, err := dialText(imapd.address())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := rawIMAP(raw, "r0", "LOGIN alice alicepw"); err != nil || !strings.Contains(r, "OK") {
+		t.Fatalf("raw LOGIN: %q %v", r, err)
+	}
+	for i, name := range rawBadNames {
+		for _, cmd := range []string{"CREATE", "SELECT", "STATUS %q (MESSAGES)", "RENAME Work", "APPEND"} {
+			line := cmd + " " + fmt.Sprintf("%q", name)
+			switch cmd {
+			case "STATUS %q (MESSAGES)":
+				line = fmt.Sprintf(cmd, name)
+			case "APPEND":
+				line = fmt.Sprintf("APPEND %q {%d}", name, len(msg))
+			}
+			tag := fmt.Sprintf("r%d", i+1)
+			r, err := rawIMAP(raw, tag, line)
+			if err == nil && strings.HasPrefix(r, "+") {
+				// The server asked for the literal: send it.
+				raw.c.Write(append(msg, "\r\n"...))
+				for err == nil && !strings.HasPrefix(r, tag+" ") {
+					r, err = raw.line()
+				}
+			}
+			if err != nil || strings.Contains(r, " OK") {
+				t.Errorf("raw %s %q: %q %v", strings.Fields(cmd)[0], name, r, err)
+			}
+		}
+	}
+	raw.Close()
+
 	// Names that look like Maildir's own directories are ordinary folders
 	// (.tmp, .new, .cur) and never touch the root's tmp/, new/, cur/.
 	for _, name := range []string{"tmp", "new", "cur"} {
