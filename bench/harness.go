@@ -213,7 +213,9 @@ func runServer(ctx context.Context, o *Options, srv server, work, master string,
 		return fmt.Errorf("copy data: %w", err)
 	}
 	logf("%s: data copied in %s", name, time.Since(t).Round(time.Millisecond))
-	defer os.RemoveAll(root)
+	if !o.KeepWork {
+		defer os.RemoveAll(root)
+	}
 	if err := srv.Start(ctx, root); err != nil {
 		return err
 	}
