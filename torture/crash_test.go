@@ -62,7 +62,7 @@ func TestCrashConsistency(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		var retryMu sync.Mutex
-		w := &workers{m: m, d: d, onUnknownDelivery: func(p pendingDelivery) {
+		w := &workers{m: m, d: d, errorf: t.Errorf, onUnknownDelivery: func(p pendingDelivery) {
 			retryMu.Lock()
 			retries = append(retries, p)
 			retryMu.Unlock()
@@ -114,6 +114,7 @@ type workers struct {
 	m                 *model
 	d                 map[string]*daemon
 	onUnknownDelivery func(pendingDelivery)
+	errorf            func(format string, a ...any) // t.Errorf
 }
 
 func (w *workers) size() int {
@@ -208,6 +209,9 @@ func (w *workers) appender(ctx context.Context) {
 			w.m.set(k, exactlyOne)
 			w.m.count("APPEND acknowledged")
 		} else {
+			if isServerError(err) {
+				w.errorf("APPEND %s to %s refused by a running imapd: %v", id, k.folder, err)
+			}
 			w.m.count("APPEND interrupted")
 			c.Close()
 			c = nil
@@ -215,6 +219,13 @@ func (w *workers) appender(ctx context.Context) {
 		}
 		w.m.release(id)
 	}
+}
+
+// isServerError reports whether err is a tagged NO or BAD: an answer from
+// a live server, never the result of a kill.
+func isServerError(err error) bool {
+	var ie *imap.Error
+	return errors.As(err, &ie)
 }
 
 // uidsByID fetches the Message-IDs of the selected mailbox. A NO
@@ -324,6 +335,9 @@ func (w *workers) moveOne(c *imapclient.Client, src string) error {
 		}
 	}
 	if err != nil {
+		if isServerError(err) {
+			w.errorf("%s of %s from %s refused by a running imapd: %v", op, id, src, err)
+		}
 		w.m.count(op + " interrupted")
 		return err
 	}
@@ -402,7 +416,7 @@ func (w *workers) pop3Session(idOf map[string]string) error {
 	}
 	data, err := tc.multi()
 	if id, whole := parseMessage(data); err == nil && (id != mine[0] || !whole) {
-		return fmt.Errorf("RETR of %s returned a different or partial message (%s, whole %v)", mine[0], id, whole)
+		w.errorf("POP3 RETR of %s returned a different or partial message (%s, whole %v)", mine[0], id, whole)
 	}
 	for _, id := range mine {
 		if r, err := tc.cmd("DELE %d", numOf[id]); err != nil || !strings.HasPrefix(r, "+OK") {
