@@ -153,7 +153,19 @@ func generatePlain(password string) (string, error) {
 	return password, nil
 }
 
+// Work limits for stored hashes: a typo'd or hostile passwd-file line must
+// not make each login burn the CPU for minutes. They are far above what
+// Dovecot, doveadm, passlib and glibc write by default.
+const (
+	maxBcryptCost   = 16         // 2^16 rounds, seconds per login
+	maxCryptRounds  = 10_000_000 // SHA-crypt; the default is 5000
+	maxPBKDF2Rounds = 10_000_000
+)
+
 func verifyBcrypt(encoded, password string) (bool, error) {
+	if cost, err := bcrypt.Cost([]byte(encoded)); err != nil || cost > maxBcryptCost {
+		return false, errMalformedHash
+	}
 	err := bcrypt.CompareHashAndPassword([]byte(encoded), []byte(password))
 	switch {
 	case err == nil:
@@ -196,6 +208,9 @@ func verifyCrypt(prefix string) verifier {
 		}
 		setting := prefix
 		if r, after, ok := strings.Cut(rest, "$"); ok && strings.HasPrefix(r, "rounds=") && prefix != "$1$" {
+			if n, err := strconv.Atoi(r[len("rounds="):]); err != nil || n > maxCryptRounds {
+				return false, errMalformedHash
+			}
 			setting += r + "$"
 			rest = after
 		}
@@ -358,7 +373,7 @@ func verifyPBKDF2(encoded, password string) (bool, error) {
 	}
 	rounds, err := strconv.Atoi(f[3])
 	want, herr := hex.DecodeString(f[4])
-	if err != nil || herr != nil || rounds < 1 || rounds > 10_000_000 || len(want) == 0 || len(want) > 64 {
+	if err != nil || herr != nil || rounds < 1 || rounds > maxPBKDF2Rounds || len(want) == 0 || len(want) > 64 {
 		return false, errMalformedHash
 	}
 	got, err := pbkdf2.Key(sha1.New, password, []byte(f[2]), rounds, len(want))

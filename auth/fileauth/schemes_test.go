@@ -104,6 +104,11 @@ func TestMalformedHashes(t *testing.T) {
 		{"PBKDF2", "$1$salt$notanumber$00"},
 		{"PBKDF2", "$2$salt$5000$00"},
 		{"CRYPT", "abJnggxhB/yWI"}, // DES crypt
+		// Work beyond the limits: refused, not computed for minutes.
+		{"BLF-CRYPT", "$2y$31$CYTsHTvCrI/srjLk2MTPreeH5CsaR4r6RF/r/gytEXWmF6Zy36N5q"},
+		{"SHA512-CRYPT", "$6$rounds=999999999$YB4KuWCOTCCbNqPs$UpyH3Eib88Q4a3YO0OaugKsyH2o2YhNo9WL8chAjubDU92jHGL.udKSu7cSd8PGNt8IZZoXO5iuSPutY3c5mC0"},
+		{"SHA256-CRYPT", "$5$rounds=x$salt$hash"},
+		{"PBKDF2", "$1$salt$99999999$00ff"},
 		{"NOSUCH", "x"},
 	} {
 		if ok, err := verifyPassword(c.scheme, c.hash, "password"); ok || err == nil {
