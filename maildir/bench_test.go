@@ -285,3 +285,40 @@ func BenchmarkUidlistParse(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAppend100k: one APPEND/LMTP delivery into a 100,000-message
+// INBOX (the uidlist is rewritten whole, by rename).
+func BenchmarkAppend100k(b *testing.B) {
+	root := makeBigMaildir(b, benchMessages)
+	s := New(Options{SpecialUse: map[string]string{}})
+	defer s.Close()
+	mb, _ := openInbox(b, s, root)
+	defer mb.Close()
+	msg := "From: a@example.edu\nSubject: append\n\n" + strings.Repeat("body line\n", 200)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := mb.Append(context.Background(), strings.NewReader(msg), backend.AppendOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkStoreSync100k: one flag change then Sync (IMAP STORE) in a
+// 100,000-message INBOX.
+func BenchmarkStoreSync100k(b *testing.B) {
+	root := makeBigMaildir(b, benchMessages)
+	s := New(Options{SpecialUse: map[string]string{}})
+	defer s.Close()
+	mb, snap := openInbox(b, s, root)
+	defer mb.Close()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		uid := snap.Messages[i%len(snap.Messages)].UID
+		if _, err := mb.SetFlags(context.Background(), []backend.UID{uid}, backend.FlagsAdd, backend.FlagFlagged, nil); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := mb.Sync(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -19,6 +19,7 @@ func (mb *mailbox) Expunge(ctx context.Context, uids []backend.UID) ([]backend.U
 	var removed []backend.UID
 	var bytes int64
 	rescanned := false
+	trusted := st.inSync()
 	for _, uid := range uids {
 		for {
 			i := st.find(uid)
@@ -32,6 +33,7 @@ func (mb *mailbox) Expunge(ctx context.Context, uids []backend.UID) ([]backend.U
 					phys = fi.Size()
 				}
 			}
+			st.s.expect(st, p)
 			err := os.Remove(p)
 			if err == nil {
 				removed = append(removed, uid)
@@ -45,6 +47,7 @@ func (mb *mailbox) Expunge(ctx context.Context, uids []backend.UID) ([]backend.U
 				return removed, fmt.Errorf("maildir: expunge UID %d from %s: %w", uid, mb.name, err)
 			}
 			rescanned = true
+			trusted = false
 			if err := st.rescan(ctx, nil); err != nil {
 				return removed, err
 			}
@@ -62,14 +65,14 @@ func (mb *mailbox) Expunge(ctx context.Context, uids []backend.UID) ([]backend.U
 	}
 	// Drop the records now, so that a file restored under the same name
 	// later gets a new UID instead of a reused one.
-	if err := st.dropRecords(ctx, removed); err != nil {
+	if err := st.dropRecords(ctx, removed, trusted); err != nil {
 		mb.u.log.Warn("expunged messages stay in dovecot-uidlist until the next rewrite", "mailbox", mb.name, "err", err)
 	}
 	return removed, nil
 }
 
 // dropRecords removes UIDs from memory and the uidlist. Caller holds st.mu.
-func (st *mboxState) dropRecords(ctx context.Context, uids []backend.UID) error {
+func (st *mboxState) dropRecords(ctx context.Context, uids []backend.UID, trusted bool) error {
 	gone := make(map[backend.UID]bool, len(uids))
 	for _, u := range uids {
 		gone[u] = true
@@ -90,8 +93,7 @@ func (st *mboxState) dropRecords(ctx context.Context, uids []backend.UID) error 
 		}
 		return msgs, locs
 	}
-	defer st.notify()
-	st.snap = nil
+	defer func() { st.ownChange(trusted) }()
 	lk, err := st.lockUidlist(ctx)
 	if err != nil {
 		st.msgs, st.locs = filter()

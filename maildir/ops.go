@@ -75,6 +75,7 @@ func (st *mboxState) deliver(ctx context.Context, ps []pending) ([]backend.Messa
 			os.Remove(p.tmp)
 		}
 	}
+	trusted := st.inSync()
 	lk, err := st.lockUidlist(ctx)
 	if err != nil {
 		removeTmp()
@@ -113,6 +114,7 @@ func (st *mboxState) deliver(ctx context.Context, ps []pending) ([]backend.Messa
 		var dst string
 		for attempt := 0; ; attempt++ {
 			dst = st.filePath(key, lc)
+			st.s.expect(st, dst)
 			err = renameNoReplace(p.tmp, dst)
 			if err == nil || !errors.Is(err, fs.ErrExist) || attempt > 3 {
 				break
@@ -153,8 +155,7 @@ func (st *mboxState) deliver(ctx context.Context, ps []pending) ([]backend.Messa
 	for _, m := range out {
 		idx[m.Key] = m.UID
 	}
-	st.snap = nil
-	st.notify()
+	st.ownChange(trusted)
 	return out, nil
 }
 
@@ -198,6 +199,7 @@ func (mb *mailbox) SetFlags(ctx context.Context, uids []backend.UID, op backend.
 			}
 		}
 	}
+	trusted := st.inSync()
 	msgs := append([]backend.Message(nil), st.msgs...)
 	locs := append([]loc(nil), st.locs...)
 	changed := false
@@ -223,7 +225,9 @@ func (mb *mailbox) SetFlags(ctx context.Context, uids []backend.UID, op backend.
 				break
 			}
 			nl := loc{info: st.s.intern(makeInfo(old.info, nf, nk)), known: true}
-			err := renameNoReplace(st.filePath(msgs[i].Key, old), st.filePath(msgs[i].Key, nl))
+			from, to := st.filePath(msgs[i].Key, old), st.filePath(msgs[i].Key, nl)
+			st.s.expect(st, from, to)
+			err := renameNoReplace(from, to)
 			if err == nil {
 				locs[i] = nl
 				msgs[i].Flags, msgs[i].Keywords = nf, st.keywords(nk)
@@ -234,6 +238,7 @@ func (mb *mailbox) SetFlags(ctx context.Context, uids []backend.UID, op backend.
 				return nil, fmt.Errorf("maildir: set flags of UID %d in %s: %w", uid, mb.name, err)
 			}
 			// Moved by another process: look again, then retry once.
+			trusted = false
 			if err := st.rescan(ctx, nil); err != nil {
 				return nil, err
 			}
@@ -249,8 +254,7 @@ func (mb *mailbox) SetFlags(ctx context.Context, uids []backend.UID, op backend.
 	}
 	if changed {
 		st.msgs, st.locs = msgs, locs
-		st.snap = nil
-		st.notify()
+		st.ownChange(trusted)
 	}
 	return out, nil
 }

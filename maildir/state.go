@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/roost-mail/roost/backend"
@@ -62,6 +63,44 @@ type mboxState struct {
 	changed chan struct{}
 
 	stopWatch func()
+	watched   atomic.Bool // inotify reports every change to new/ and cur/
+}
+
+// inSync reports whether memory matches the directories: a snapshot was
+// published, inotify watches, no event came and no identity changed since
+// the last listing. Only then may an own change skip the next listing.
+// Caller holds st.mu.
+func (st *mboxState) inSync() bool {
+	return st.snap != nil && st.watched.Load() && !st.isDirty() &&
+		statID(filepath.Join(st.dir, "new")) == st.newID &&
+		statID(filepath.Join(st.dir, "cur")) == st.curID
+}
+
+// ownChange publishes st.msgs after a change this process made. If memory
+// was in sync before the change (trusted) and still is, the new snapshot
+// is built from memory and the directories' new identities recorded, so
+// the next Sync needs no listing; a change by anyone else meanwhile shows
+// as an inotify event and forces one. Caller holds st.mu.
+func (st *mboxState) ownChange(trusted bool) {
+	st.chMu.Lock()
+	close(st.changed)
+	st.changed = make(chan struct{})
+	ch := st.changed
+	dirty := st.dirty
+	st.chMu.Unlock()
+	if !trusted || dirty || st.snap == nil {
+		st.snap = nil
+		return
+	}
+	for _, lc := range st.locs {
+		if !lc.known {
+			st.snap = nil
+			return
+		}
+	}
+	st.newID = statID(filepath.Join(st.dir, "new"))
+	st.curID = statID(filepath.Join(st.dir, "cur"))
+	st.snap = &backend.Snapshot{UIDValidity: st.uidValidity, UIDNext: backend.UID(st.nextUID), Messages: st.msgs, Changed: ch}
 }
 
 func (st *mboxState) path(i int) string {
@@ -144,7 +183,7 @@ func (st *mboxState) syncLocked(ctx context.Context, force bool) (*backend.Snaps
 		statID(filepath.Join(st.dir, "new")) == st.newID &&
 		statID(filepath.Join(st.dir, "cur")) == st.curID &&
 		statID(filepath.Join(st.dir, uidlistName)) == st.ulID &&
-		!recent(st.newID) && !recent(st.curID) {
+		(st.watched.Load() || !recent(st.newID) && !recent(st.curID)) {
 		st.writeCache()
 		return st.snap, nil
 	}

@@ -14,9 +14,40 @@ import (
 // the directories' identities every Options.PollInterval.
 
 type watchHub struct {
-	w    *fsnotify.Watcher
-	mu   sync.Mutex            // never held while calling w
-	dirs map[string]*mboxState // watched directory -> state
+	w        *fsnotify.Watcher
+	mu       sync.Mutex            // never held while calling w
+	dirs     map[string]*mboxState // watched directory -> state
+	expected map[string]time.Time  // paths this process is changing
+}
+
+// expectTTL bounds how long an expected event is waited for.
+const expectTTL = 10 * time.Second
+
+// expect records that this process is about to change paths in st, so
+// that their inotify events do not mark st as changed by someone else.
+func (s *Store) expect(st *mboxState, paths ...string) {
+	if !st.watched.Load() {
+		return
+	}
+	s.mu.Lock()
+	h := s.hub
+	s.mu.Unlock()
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := time.Now()
+	if len(h.expected) > 10000 {
+		for p, t := range h.expected {
+			if now.Sub(t) > expectTTL {
+				delete(h.expected, p)
+			}
+		}
+	}
+	for _, p := range paths {
+		h.expected[p] = now
+	}
 }
 
 func (h *watchHub) set(d string, st *mboxState) {
@@ -57,7 +88,7 @@ func (s *Store) inotify(st *mboxState, subs []string) func() {
 	if s.hub == nil {
 		w, err := fsnotify.NewWatcher()
 		if err == nil {
-			s.hub = &watchHub{w: w, dirs: map[string]*mboxState{}}
+			s.hub = &watchHub{w: w, dirs: map[string]*mboxState{}, expected: map[string]time.Time{}}
 			go s.runHub(s.hub)
 		} else {
 			s.log.Info("inotify unavailable; polling mailboxes for changes", "err", err, "interval", s.opts.PollInterval)
@@ -75,6 +106,7 @@ func (s *Store) inotify(st *mboxState, subs []string) func() {
 		}
 		if err == nil {
 			hub := s.hub
+			st.watched.Store(true)
 			return func() { // called with s.mu held
 				for _, d := range added {
 					hub.set(d, nil)
@@ -100,8 +132,13 @@ func (s *Store) runHub(h *watchHub) {
 			}
 			h.mu.Lock()
 			st := h.dirs[filepath.Dir(ev.Name)]
+			t, own := h.expected[ev.Name]
+			if own {
+				delete(h.expected, ev.Name)
+				own = time.Since(t) < expectTTL
+			}
 			h.mu.Unlock()
-			if st != nil {
+			if st != nil && !own {
 				st.notify()
 			}
 		case err, ok := <-h.w.Errors:
