@@ -230,8 +230,9 @@ func TestPackageInstallUpgradePurge(t *testing.T) {
 
 // adminGuideDelivery follows docs/admin.md on the installed package: the
 // daemons run as vmail (as the units start them), lmtpd makes its socket in
-// the package's directory inside Postfix's queue, the postfix user delivers
-// through it, and the message is read over IMAP and POP3 with TLS.
+// the package's directory inside Postfix's queue, the postfix user and then
+// a real Postfix deliver through it, and the messages are read over IMAP
+// and POP3 with TLS.
 func adminGuideDelivery(t *testing.T, socketDir string) {
 	t.Helper()
 	testenv.Require(t, "setpriv", "util-linux")
@@ -305,13 +306,19 @@ tls: {cert_file: %s/cert.pem, key_file: %s/key.pem}
 	if st, err := os.Stat(news[0]); err != nil || st.Sys().(*syscall.Stat_t).Uid == 0 {
 		t.Errorf("delivered file %s belongs to root, want vmail", news[0])
 	}
-	for _, url := range []string{
-		fmt.Sprintf("imaps://127.0.0.1:%d/INBOX;UID=1", imaps),
-		fmt.Sprintf("pop3s://127.0.0.1:%d/1", pop3s),
-	} {
-		out := run(t, curl, "-sS", "--cacert", tlsDir+"/cert.pem", "--user", "alice:alice-secret", strings.Replace(url, "127.0.0.1", "localhost", 1))
-		if !strings.Contains(out, "Subject: via lmtp") {
-			t.Errorf("%s did not return the delivered message:\n%s", url, out)
+
+	// And through a real Postfix configured from deploy/postfix.
+	postfixDeliver(t, socket, python, "via postfix")
+
+	for n, subject := range []string{"via lmtp", "via postfix"} {
+		for _, url := range []string{
+			fmt.Sprintf("imaps://localhost:%d/INBOX;UID=%d", imaps, n+1),
+			fmt.Sprintf("pop3s://localhost:%d/%d", pop3s, n+1),
+		} {
+			out := run(t, curl, "-sS", "--cacert", tlsDir+"/cert.pem", "--user", "alice:alice-secret", url)
+			if !strings.Contains(out, "Subject: "+subject) {
+				t.Errorf("%s did not return the message sent %s:\n%s", url, subject, out)
+			}
 		}
 	}
 }
