@@ -1,6 +1,7 @@
 package maildir
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,5 +80,43 @@ func TestCacheOpensWithoutListing(t *testing.T) {
 	_, u4 := openRoot(t, root, Options{SpecialUse: map[string]string{}})
 	if s4, _ := syncBox(t, u4, "INBOX"); len(s4.Messages) != 3 {
 		t.Errorf("%d messages with a damaged cache", len(s4.Messages))
+	}
+}
+
+// TestOwnChangeDoesNotHideOthers: a snapshot published from memory after
+// an own change never hides a change someone else made at the same time:
+// its Changed channel closes and the next Sync shows it.
+func TestOwnChangeDoesNotHideOthers(t *testing.T) {
+	root := newMaildir(t)
+	_, u := openRoot(t, root, Options{SpecialUse: map[string]string{}})
+	ctx := context.Background()
+	snap, mb := syncBox(t, u, "INBOX")
+	r, err := mb.Append(ctx, strings.NewReader("Subject: own\n\n"), backend.AppendOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		writeFile(t, filepath.Join(root, "new", "1700000000.V1I"+itoa(i)+"M1.other"), "Subject: other\n\n", time.Time{})
+		op := backend.FlagsAdd
+		if i%2 == 1 {
+			op = backend.FlagsRemove
+		}
+		if _, err := mb.SetFlags(ctx, []backend.UID{r.UID}, op, backend.FlagSeen, nil); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.After(10 * time.Second)
+		for {
+			if snap, err = mb.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if len(snap.Messages) == i+2 {
+				break
+			}
+			select {
+			case <-snap.Changed:
+			case <-deadline:
+				t.Fatalf("round %d: outside delivery not visible: %d messages", i, len(snap.Messages))
+			}
+		}
 	}
 }
