@@ -12,9 +12,10 @@ import (
 )
 
 // Delivery stores one message for one user the way every delivery path
-// must (lmtpd, and roostctl deliver as an LDA): quota check with the
-// message's size, the chosen folder or INBOX, a durable Append, then the
-// quota warning if a threshold was crossed.
+// must (lmtpd, and roostctl deliver as an LDA): the delivery journal's
+// check for a retry (journal.go), a quota check with the message's size,
+// the chosen folder or INBOX, a durable Append, then the quota warning if
+// a threshold was crossed.
 type Delivery struct {
 	Policy  *quota.Policy
 	User    backend.User

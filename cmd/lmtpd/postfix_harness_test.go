@@ -80,10 +80,12 @@ func startPostfix(t *testing.T, snippets []string, overrides string) *postfix {
 	mustRun(t, "postfix", "-c", p.etc, "start")
 	t.Cleanup(func() {
 		p.stop()
-		if t.Failed() {
-			if b, err := os.ReadFile(p.maillog); err == nil {
-				t.Logf("Postfix maillog (last 4 KB):\n%s", tail(string(b), 4096))
-			}
+		if !t.Failed() {
+			os.RemoveAll(pfDir)
+			return
+		}
+		if b, err := os.ReadFile(p.maillog); err == nil {
+			t.Logf("Postfix maillog (last 4 KB; the instance is kept in %s):\n%s", pfDir, tail(string(b), 4096))
 		}
 	})
 	p.waitPort()
