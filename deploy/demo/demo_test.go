@@ -193,6 +193,9 @@ func shell(t *testing.T, dir, line string) string {
 	return string(out)
 }
 
+// listLine is one line of a POP3 LIST answer as curl prints it.
+var listLine = regexp.MustCompile(`(?m)^\d+ \d+\r?$`)
+
 func TestDemo(t *testing.T) {
 	testenv.Require(t, "curl", "curl")
 	testenv.Require(t, "openssl", "openssl")
@@ -209,8 +212,8 @@ func TestDemo(t *testing.T) {
 	}
 
 	curls := d.printed("curl ")
-	if len(curls) < 3 {
-		t.Fatalf("banner prints %d curl lines, want at least 3", len(curls))
+	if len(curls) < 4 {
+		t.Fatalf("banner prints %d curl lines, want at least 4", len(curls))
 	}
 	welcome := "From: Roost <postmaster@localhost>"
 	for _, line := range curls {
@@ -227,6 +230,11 @@ func TestDemo(t *testing.T) {
 				if !strings.Contains(out, f) {
 					t.Errorf("%s: folder %s missing from\n%s", line, f, out)
 				}
+			}
+		case strings.Contains(line, "pop3://"):
+			// LIST over STLS shows the three welcome messages.
+			if n := len(listLine.FindAllString(out, -1)); n != 3 {
+				t.Errorf("%s: %d messages listed, want 3:\n%s", line, n, out)
 			}
 		case strings.Contains(line, "/metrics"):
 			if !strings.Contains(out, "roost_") {
@@ -251,7 +259,7 @@ func TestDemo(t *testing.T) {
 	}
 	shell(t, root, lmtp[0])
 	list := shell(t, root, fmt.Sprintf("curl -sk --user demo:demo pop3s://127.0.0.1:%d/", d.ports["POP3S"]))
-	if n := len(regexp.MustCompile(`(?m)^\d+ \d+\r?$`).FindAllString(list, -1)); n != 4 {
+	if n := len(listLine.FindAllString(list, -1)); n != 4 {
 		t.Errorf("after the LMTP delivery POP3 lists %d messages, want 3 welcome + 1:\n%s", n, list)
 	}
 
