@@ -7,20 +7,18 @@
 package deb
 
 import (
-	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/roost-mail/roost/deploy/internal/opstest"
 	"github.com/roost-mail/roost/internal/testenv"
 )
 
@@ -102,16 +100,8 @@ func TestPackageInstallUpgradePurge(t *testing.T) {
 	_, err = user.Lookup("vmail")
 	hadVmail := err == nil
 
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin, out := t.TempDir(), t.TempDir()
-	gb := exec.Command("go", "build", "-o", bin+"/", "./cmd/imapd", "./cmd/pop3d", "./cmd/lmtpd", "./cmd/roostctl")
-	gb.Dir = root
-	if b, err := gb.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
+	root := opstest.Root(t)
+	bin, out := opstest.Build(t, "imapd", "pop3d", "lmtpd", "roostctl"), t.TempDir()
 	v1 := build(t, root, bin, out, "0.0.1~test")
 	v2 := build(t, root, bin, out, "0.0.2~test")
 	t.Cleanup(func() {
@@ -260,7 +250,7 @@ func adminGuideDelivery(t *testing.T, socketDir string) {
 		"-days", "2", "-subj", "/CN=localhost", "-keyout", tlsDir+"/key.pem", "-out", tlsDir+"/cert.pem")
 	run(t, "chgrp", "-R", "vmail", tlsDir)
 	run(t, "chmod", "0640", tlsDir+"/key.pem", tlsDir+"/cert.pem")
-	imaps, pop3s := freePort(t), freePort(t)
+	imaps, pop3s := opstest.FreePort(t), opstest.FreePort(t)
 	socket := socketDir + "/lmtp"
 	conf := fmt.Sprintf(`mail: {root: /var/vmail}
 imap: {listen: [], listen_tls: ["127.0.0.1:%d"]}
@@ -271,7 +261,7 @@ tls: {cert_file: %s/cert.pem, key_file: %s/key.pem}
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs opstest.Buffer
 	for _, d := range []string{"lmtpd", "imapd", "pop3d"} {
 		cmd := exec.Command("setpriv", "--reuid=vmail", "--regid=vmail", "--init-groups",
 			"/usr/sbin/roost-"+d, "--config", cfg)
@@ -289,11 +279,11 @@ tls: {cert_file: %s/cert.pem, key_file: %s/key.pem}
 			t.Logf("daemon logs:\n%s", logs.String())
 		}
 	}()
-	waitFor(t, func() bool {
+	opstest.WaitFor(t, "lmtpd's socket "+socket, func() bool {
 		st, err := os.Stat(socket)
 		return err == nil && st.Mode()&os.ModeSocket != 0
-	}, "lmtpd's socket "+socket)
-	waitFor(t, func() bool { return dialable(imaps) && dialable(pop3s) }, "imapd and pop3d")
+	})
+	opstest.WaitFor(t, "imapd and pop3d", func() bool { return opstest.Listening(imaps) && opstest.Listening(pop3s) })
 
 	// Postfix's lmtp client runs as user postfix.
 	send := `import smtplib; smtplib.LMTP("` + socket + `").sendmail("bob@example.org", ["alice@example.edu"], "Subject: via lmtp\n\nhello alice\n")`
@@ -321,50 +311,4 @@ tls: {cert_file: %s/cert.pem, key_file: %s/key.pem}
 			}
 		}
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func dialable(port int) bool {
-	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second)
-	if err == nil {
-		c.Close()
-	}
-	return err == nil
-}
-
-func waitFor(t *testing.T, ok func() bool, what string) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if ok() {
-			return
-		}
-	}
-	t.Fatalf("%s not ready after 30s", what)
-}
-
-// syncBuffer collects the daemons' output.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

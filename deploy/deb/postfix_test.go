@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roost-mail/roost/deploy/internal/opstest"
 	"github.com/roost-mail/roost/internal/testenv"
 )
 
@@ -82,7 +83,7 @@ smtputf8_enable = no
 	// The package's socket, absolute because this instance's queue is not
 	// /var/spool/postfix (the guide's lmtp:unix:roost/lmtp is relative to it).
 	run(t, "postconf", "-c", etc, "-e", "virtual_transport = lmtp:unix:"+socket)
-	port := freePort(t)
+	port := opstest.FreePort(t)
 	writeMasterCf(t, etc+"/master.cf", port)
 	run(t, "postfix", "-c", etc, "set-permissions")
 	run(t, "postfix", "-c", etc, "start")
@@ -94,19 +95,19 @@ smtputf8_enable = no
 			}
 		}
 	}()
-	waitFor(t, func() bool { return dialable(port) }, "Postfix smtpd")
+	opstest.WaitFor(t, "Postfix smtpd", func() bool { return opstest.Listening(port) })
 
 	send := fmt.Sprintf(`import smtplib; smtplib.SMTP("127.0.0.1", %d).sendmail("bob@example.org", ["alice@example.edu"], "Subject: %s\n\nhello from Postfix\n")`, port, subject)
 	run(t, python, "-c", send)
 	sent := regexp.MustCompile(`postfix/lmtp\[\d+\]: \w+: to=<alice@example.edu>.* status=sent`)
-	waitFor(t, func() bool {
+	opstest.WaitFor(t, "Postfix's delivery to lmtpd (status=sent)", func() bool {
 		b, _ := os.ReadFile(pfDir + "/maillog")
 		if sent.Match(b) {
 			return true
 		}
 		exec.Command("postqueue", "-c", etc, "-f").Run()
 		return false
-	}, "Postfix's delivery to lmtpd (status=sent)")
+	})
 }
 
 // allowAlternateConfig makes /etc/postfix/main.cf list dir in

@@ -5,47 +5,22 @@
 package demo
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/roost-mail/roost/deploy/internal/opstest"
 	"github.com/roost-mail/roost/internal/testenv"
 )
-
-// repoRoot is the checkout the test runs in.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return root
-}
-
-// buildBinaries builds the four binaries into a temporary directory, as
-// `make build` does into bin/.
-func buildBinaries(t *testing.T, root string) string {
-	t.Helper()
-	dir := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/imapd", "./cmd/pop3d", "./cmd/lmtpd", "./cmd/roostctl")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return dir
-}
 
 // freePorts returns the first of n consecutive loopback ports nobody
 // listens on. They are taken below the kernel's ephemeral range
@@ -74,28 +49,10 @@ func freePorts(t *testing.T, n int) int {
 	return 0
 }
 
-// syncBuffer collects the script's output from two pipes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // demo is one running deploy/demo/run.
 type demo struct {
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *opstest.Buffer
 	done   chan struct{}
 	err    error // valid after done
 	ports  map[string]int
@@ -106,7 +63,7 @@ func startDemo(t *testing.T, root, bin string) *demo {
 	t.Helper()
 	base := freePorts(t, 8)
 	d := &demo{
-		out:    &syncBuffer{},
+		out:    &opstest.Buffer{},
 		done:   make(chan struct{}),
 		varDir: t.TempDir(),
 		ports: map[string]int{
@@ -201,8 +158,8 @@ func TestDemo(t *testing.T) {
 	testenv.Require(t, "openssl", "openssl")
 	testenv.Require(t, "python3", "python3")
 	testenv.Require(t, "sed", "sed")
-	root := repoRoot(t)
-	bin := buildBinaries(t, root)
+	root := opstest.Root(t)
+	bin := opstest.Build(t, "imapd", "pop3d", "lmtpd", "roostctl")
 	d := startDemo(t, root, bin)
 
 	for _, want := range []string{"user: demo", "password: demo", strconv.Itoa(d.ports["IMAPS"]), strconv.Itoa(d.ports["POP3S"])} {
@@ -281,8 +238,8 @@ func TestDemo(t *testing.T) {
 // the others and fails, rather than printing a banner for a dead server.
 func TestDemoDaemonDies(t *testing.T) {
 	testenv.Require(t, "openssl", "openssl")
-	root := repoRoot(t)
-	bin := buildBinaries(t, root)
+	root := opstest.Root(t)
+	bin := opstest.Build(t, "imapd", "pop3d", "lmtpd", "roostctl")
 	d := startDemo(t, root, bin)
 	out, err := exec.Command("pgrep", "-g", strconv.Itoa(d.cmd.Process.Pid), "-x", "pop3d").Output()
 	if err != nil {

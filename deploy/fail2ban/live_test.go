@@ -3,16 +3,15 @@ package fail2ban
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/roost-mail/roost/deploy/internal/opstest"
 	"github.com/roost-mail/roost/internal/testenv"
 )
 
@@ -23,16 +22,7 @@ import (
 func TestFilterMatchesLiveDaemons(t *testing.T) {
 	testenv.Require(t, "fail2ban-regex", "fail2ban")
 	curl := testenv.Require(t, "curl", "curl")
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/imapd", "./cmd/pop3d")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := opstest.Build(t, "imapd", "pop3d")
 	for _, format := range []string{"text", "json"} {
 		t.Run(format, func(t *testing.T) {
 			dir := t.TempDir()
@@ -40,7 +30,7 @@ func TestFilterMatchesLiveDaemons(t *testing.T) {
 			if err := os.WriteFile(users, []byte("alice:{PLAIN}right-password::::::\n"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			imapPort, pop3Port := freePort(t), freePort(t)
+			imapPort, pop3Port := opstest.FreePort(t), opstest.FreePort(t)
 			cfg := filepath.Join(dir, "roost.yaml")
 			conf := fmt.Sprintf(`mail: {root: %s/mail}
 auth: {backend: file, file: {path: %s}}
@@ -69,8 +59,9 @@ log: {format: %s}
 					cmd.Wait()
 				})
 			}
-			waitPort(t, imapPort)
-			waitPort(t, pop3Port)
+			opstest.WaitFor(t, "imapd and pop3d", func() bool {
+				return opstest.Listening(imapPort) && opstest.Listening(pop3Port)
+			})
 
 			try := func(url, password string) {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -94,26 +85,4 @@ log: {format: %s}
 			}
 		})
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func waitPort(t *testing.T, port int) {
-	t.Helper()
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return
-		}
-	}
-	t.Fatalf("nothing listens on %s after 30s", addr)
 }
