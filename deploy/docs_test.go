@@ -145,3 +145,44 @@ func TestPackageGraph(t *testing.T) {
 		}
 	}
 }
+
+// TestNamedTestsExist checks that every test the guides cite as evidence
+// (`TestX`, `FuzzX`, the conformance suite's `testX`) is a function in the
+// repository, so security.md cannot point at a test that was renamed or
+// removed.
+func TestNamedTestsExist(t *testing.T) {
+	cited := regexp.MustCompile("`((?:Test|Fuzz|test)[A-Z][A-Za-z0-9_]*)`")
+	defined := map[string]bool{}
+	err := filepath.WalkDir("..", func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range regexp.MustCompile(`(?m)^func ((?:Test|Fuzz|test)\w+)\(`).FindAllSubmatch(data, -1) {
+			defined[string(m[1])] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, g := range guides {
+		data, err := os.ReadFile(filepath.Join("..", g))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range cited.FindAllStringSubmatch(string(data), -1) {
+			n++
+			if !defined[m[1]] {
+				t.Errorf("%s cites %s, which is not a function in the repository", g, m[1])
+			}
+		}
+	}
+	if n < 50 {
+		t.Errorf("the guides cite %d tests; security.md alone cites more: is the pattern broken?", n)
+	}
+}
