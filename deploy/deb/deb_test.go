@@ -22,6 +22,10 @@ import (
 	"github.com/roost-mail/roost/internal/testenv"
 )
 
+// python is Debian's, which the postfix user can run (unlike a private
+// install under /root).
+const python = "/usr/bin/python3"
+
 var installed = []string{
 	"/usr/sbin/roost-imapd",
 	"/usr/sbin/roost-pop3d",
@@ -93,8 +97,17 @@ func cannotRun(t *testing.T, why string) {
 }
 
 func TestPackageInstallUpgradePurge(t *testing.T) {
+	// Everything the test needs is checked here: a skip further in would
+	// leave the package installed until the cleanup purges it.
 	testenv.Require(t, "dpkg-deb", "dpkg")
 	testenv.Require(t, "adduser", "adduser")
+	testenv.Require(t, "setpriv", "util-linux")
+	testenv.Require(t, "openssl", "openssl")
+	testenv.Require(t, "postfix", "postfix")
+	curl := testenv.Require(t, "curl", "curl")
+	if !exists(python) {
+		cannotRun(t, python+" is missing: apt-get install python3")
+	}
 	if os.Geteuid() != 0 {
 		cannotRun(t, "installing a package needs root")
 	}
@@ -173,7 +186,7 @@ func TestPackageInstallUpgradePurge(t *testing.T) {
 	}
 
 	if postfix {
-		adminGuideDelivery(t, socketDir)
+		adminGuideDelivery(t, socketDir, curl)
 	}
 
 	// Upgrade keeps an admin's change to the conffile.
@@ -233,15 +246,8 @@ func TestPackageInstallUpgradePurge(t *testing.T) {
 // the package's directory inside Postfix's queue, the postfix user and then
 // a real Postfix deliver through it, and the messages are read over IMAP
 // and POP3 with TLS.
-func adminGuideDelivery(t *testing.T, socketDir string) {
+func adminGuideDelivery(t *testing.T, socketDir, curl string) {
 	t.Helper()
-	testenv.Require(t, "setpriv", "util-linux")
-	testenv.Require(t, "openssl", "openssl")
-	curl := testenv.Require(t, "curl", "curl")
-	python := "/usr/bin/python3" // readable by the postfix user, unlike a private install
-	if !exists(python) {
-		t.Skip("/usr/bin/python3 is missing: apt-get install python3")
-	}
 	// Everything made here goes before the function returns, so that the
 	// purge that follows finds only what the package made.
 	cfg, tlsDir := "/etc/roost/test.yaml", "/etc/roost/tls"
@@ -308,7 +314,7 @@ tls: {cert_file: %s/cert.pem, key_file: %s/key.pem}
 	}
 
 	// And through a real Postfix configured from deploy/postfix.
-	postfixDeliver(t, socket, python, "via postfix")
+	postfixDeliver(t, socket, "via postfix")
 
 	for n, subject := range []string{"via lmtp", "via postfix"} {
 		for _, url := range []string{

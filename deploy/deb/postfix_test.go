@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/roost-mail/roost/deploy/internal/opstest"
-	"github.com/roost-mail/roost/internal/testenv"
 )
 
 // The private Postfix shares its directory and lock with the one of
@@ -27,9 +26,8 @@ const pfDir = "/tmp/roost-postfix-e2e"
 // deploy/postfix/lmtp-virtual.main.cf, with virtual_transport pointing at
 // socket (the installed package's lmtpd), sends one message for
 // alice@example.edu over SMTP and waits until Postfix says status=sent.
-func postfixDeliver(t *testing.T, socket, python, subject string) {
+func postfixDeliver(t *testing.T, socket, subject string) {
 	t.Helper()
-	testenv.Require(t, "postfix", "postfix")
 	lock, err := os.OpenFile(pfDir+".lock", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		t.Fatal(err)
