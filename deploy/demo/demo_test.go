@@ -238,6 +238,7 @@ func TestDemo(t *testing.T) {
 // the others and fails, rather than printing a banner for a dead server.
 func TestDemoDaemonDies(t *testing.T) {
 	testenv.Require(t, "openssl", "openssl")
+	testenv.Require(t, "pgrep", "procps")
 	root := opstest.Root(t)
 	bin := opstest.Build(t, "imapd", "pop3d", "lmtpd", "roostctl")
 	d := startDemo(t, root, bin)
