@@ -194,7 +194,7 @@ the recorded usage had drifted.`,
 				}
 				targets = []reportUser{{name: acct.Name, maildir: acct.Maildir, limitBytes: acct.QuotaBytes, limitMsgs: acct.QuotaMessages, known: true}}
 			}
-			rows, err := a.recalc(targets)
+			rows, err := a.recalc(ctx, targets)
 			if jsonOut {
 				if rows == nil {
 					rows = []recalcJSON{}
@@ -232,11 +232,15 @@ type recalcJSON struct {
 // recalc recalculates each user that has a Maildir, after bringing the
 // maildirsize limit in step with the configured one. It goes on past
 // failures and returns them joined.
-func (a *app) recalc(users []reportUser) ([]recalcJSON, error) {
+func (a *app) recalc(ctx context.Context, users []reportUser) ([]recalcJSON, error) {
 	var rows []recalcJSON
 	var errs []error
 	opts := maildir.Options{IncludeTrash: a.env.Config.Quota.IncludeTrash, Fsync: a.env.Config.Mail.Fsync}
 	for _, u := range users {
+		if err := a.resolve(ctx, &u); err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		if _, err := os.Stat(u.maildir); errors.Is(err, fs.ErrNotExist) {
 			continue
 		}

@@ -66,7 +66,7 @@ rules. --over 90 shows who uses 90% or more.`,
 			if err != nil {
 				return err
 			}
-			rows, err := a.report(users)
+			rows, err := a.report(ctx, users)
 			rows = slices.DeleteFunc(rows, func(r quotaJSON) bool { return r.Percent < over })
 			sortRows(rows, sortBy)
 			var werr error
@@ -92,7 +92,8 @@ rules. --over 90 shows who uses 90% or more.`,
 }
 
 // reportUsers lists the users to report on: the auth backend's, if it can
-// list them, else every Maildir under mail.root.
+// list them (looked up later, in parallel, by resolve), else every Maildir
+// under mail.root.
 func (a *app) reportUsers(ctx context.Context) ([]reportUser, error) {
 	l, ok := a.env.Auth.(auth.Lister)
 	if !ok {
@@ -102,19 +103,29 @@ func (a *app) reportUsers(ctx context.Context) ([]reportUser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list users: %w", err)
 	}
-	out := make([]reportUser, 0, len(names))
-	for _, n := range names {
-		id, err := a.lookup(ctx, n)
-		if err != nil {
-			return nil, err
-		}
-		acct, err := a.account(id)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, reportUser{name: acct.Name, maildir: acct.Maildir, limitBytes: acct.QuotaBytes, limitMsgs: acct.QuotaMessages, known: true})
+	out := make([]reportUser, len(names))
+	for i, n := range names {
+		out[i] = reportUser{name: n, known: true}
 	}
 	return out, nil
+}
+
+// resolve fills in a listed user's Maildir and limits from the auth
+// backend; users found by scanning need nothing.
+func (a *app) resolve(ctx context.Context, u *reportUser) error {
+	if !u.known || u.maildir != "" {
+		return nil
+	}
+	id, err := a.lookup(ctx, u.name)
+	if err != nil {
+		return err
+	}
+	acct, err := a.account(id)
+	if err != nil {
+		return err
+	}
+	u.name, u.maildir, u.limitBytes, u.limitMsgs = acct.Name, acct.Maildir, acct.QuotaBytes, acct.QuotaMessages
+	return nil
 }
 
 // scanRoot finds <root>/<user>/Maildir and <root>/<domain>/<local>/Maildir,
@@ -152,9 +163,10 @@ func isDir(p string) bool {
 	return err == nil && fi.IsDir()
 }
 
-// report reads every user's maildirsize, in parallel; a user whose file
-// cannot be read is reported in the joined error and left out.
-func (a *app) report(users []reportUser) ([]quotaJSON, error) {
+// report looks every user up and reads their maildirsize, in parallel (an
+// LDAP backend answers several lookups at once); a user who cannot be
+// looked up or read is reported in the joined error and left out.
+func (a *app) report(ctx context.Context, users []reportUser) ([]quotaJSON, error) {
 	rows := make([]quotaJSON, len(users))
 	errs := make([]error, len(users))
 	prog := a.newProgress(len(users))
@@ -165,7 +177,9 @@ func (a *app) report(users []reportUser) ([]quotaJSON, error) {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				rows[i], errs[i] = reportOne(users[i])
+				if errs[i] = a.resolve(ctx, &users[i]); errs[i] == nil {
+					rows[i], errs[i] = reportOne(users[i])
+				}
 				prog.step()
 			}
 		}()
