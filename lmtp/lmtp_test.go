@@ -458,3 +458,45 @@ func TestQuotaWarningOncePerCrossing(t *testing.T) {
 		t.Errorf("state file %q, %v; want 90", state, err)
 	}
 }
+
+// TestPipelinedTranscript speaks LMTP the way Postfix does with
+// PIPELINING: the whole envelope in one write, then the message; replies
+// come in order, one per accepted recipient after DATA (RFC 2033 4.2).
+func TestPipelinedTranscript(t *testing.T) {
+	e := newEnv(t, quota.Options{}, nil)
+	conn, err := net.DialTimeout("unix", e.socket, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	r := textproto.NewReader(bufio.NewReader(conn))
+	expect := func(code int, contains string) {
+		t.Helper()
+		_, msg, err := r.ReadResponse(code)
+		if err != nil || !strings.Contains(msg, contains) {
+			t.Fatalf("want %d %q: got %q, %v", code, contains, msg, err)
+		}
+	}
+	expect(220, "LMTP")
+	io.WriteString(conn, "LHLO postfix.test\r\n"+
+		"MAIL FROM:<s@example.org> SIZE=60\r\n"+
+		"RCPT TO:<alice@mx.test>\r\n"+
+		"RCPT TO:<nobody@example.edu>\r\n"+
+		"RCPT TO:<bob+x@mx.test>\r\n"+
+		"DATA\r\n")
+	expect(250, "PIPELINING")
+	expect(250, "")
+	expect(250, "")
+	expect(550, "User unknown")
+	expect(250, "")
+	expect(354, "")
+	io.WriteString(conn, "Subject: pipelined\r\n\r\n..a line starting with a dot\r\n.\r\nQUIT\r\n")
+	expect(250, "<alice@mx.test> Saved UID 1 in INBOX")
+	expect(250, "<bob+x@mx.test> Saved UID 1 in INBOX")
+	expect(221, "")
+	got := e.stored(t, "alice", "INBOX")
+	if len(got) != 1 || !strings.HasSuffix(got[0].raw, "\r\n.a line starting with a dot\r\n") {
+		t.Errorf("alice's copy is not the unstuffed message: %+v", got)
+	}
+}
