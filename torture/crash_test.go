@@ -29,6 +29,8 @@ var crashFolders = []string{"INBOX", "Work", "Projects"}
 //   - imapd shows exactly the files, UIDVALIDITY never changes, a UID never
 //     names a different message, UIDNEXT never goes back, and
 //     dovecot-uidlist lists every file under the UID imapd reports;
+//   - pop3d lists the same INBOX, each message with the UIDL its IMAP UID
+//     gives (so leave-on-server POP3 clients never re-download);
 //   - roostctl quota get agrees with the files, or roostctl quota recalc
 //     makes it agree.
 //
@@ -54,6 +56,7 @@ func TestCrashConsistency(t *testing.T) {
 
 	m := newModel(uint64(time.Now().UnixNano()))
 	v := newVerifier(t, s, d["imapd"], crashFolders)
+	v.pop3d = d["pop3d"]
 	var retries []pendingDelivery
 	victims := [][]string{{"imapd"}, {"pop3d"}, {"lmtpd"}, {"imapd", "pop3d", "lmtpd"}}
 	start := time.Now()

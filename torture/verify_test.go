@@ -1,8 +1,10 @@
 package torture
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/emersion/go-imap/v2"
@@ -14,6 +16,7 @@ type verifier struct {
 	t        *testing.T
 	s        *site
 	imapd    *daemon
+	pop3d    *daemon // nil: POP3 UIDLs are not checked
 	folders  []string
 	validity map[string]uint32
 	uidNext  map[string]imap.UID
@@ -60,6 +63,8 @@ func (v *verifier) check(m *model, round int) bool {
 		t.Fatalf("round %d: imapd after restart: %v", round, err)
 	}
 	defer c.Close()
+	var inbox map[string]imap.UID
+	var inboxValidity uint32
 	for _, folder := range v.folders {
 		sel, err := c.Select(folder, nil).Wait()
 		if err != nil {
@@ -76,6 +81,9 @@ func (v *verifier) check(m *model, round int) bool {
 		byID, err := uidsByID(c)
 		if err != nil {
 			t.Fatalf("round %d: FETCH %s: %v", round, folder, err)
+		}
+		if folder == "INBOX" {
+			inbox, inboxValidity = byID, sel.UIDValidity
 		}
 		owners := v.uidOwner[folder]
 		if owners == nil {
@@ -124,6 +132,9 @@ func (v *verifier) check(m *model, round int) bool {
 		}
 	}
 	c.Logout().Wait()
+	if v.pop3d != nil && inbox != nil {
+		v.checkUIDLs(fail, inbox, inboxValidity)
+	}
 
 	size, msgs := view.bytes()
 	q := v.s.quotaGet("alice")
@@ -142,4 +153,53 @@ func (v *verifier) check(m *model, round int) bool {
 		fail("maildirsize: %v", err)
 	}
 	return ok
+}
+
+// checkUIDLs reads INBOX over POP3: the same messages as imapd shows, each
+// with the UIDL Dovecot's default format (%08Xu%08Xv) gives its IMAP UID,
+// so POP3 clients that leave mail on the server keep their UIDLs across
+// crashes exactly as long as IMAP clients keep their UIDs.
+func (v *verifier) checkUIDLs(fail func(string, ...any), inbox map[string]imap.UID, validity uint32) {
+	p, err := pop3Login(v.pop3d.address(), "alice", "alicepw")
+	if err != nil {
+		fail("POP3 login after restart: %v", err)
+		return
+	}
+	defer p.Close()
+	if r, err := p.cmd("UIDL"); err != nil || !strings.HasPrefix(r, "+OK") {
+		fail("POP3 UIDL: %q %v", r, err)
+		return
+	}
+	body, err := p.multi()
+	if err != nil {
+		fail("POP3 UIDL: %v", err)
+		return
+	}
+	n := 0
+	for _, l := range strings.Split(strings.TrimSpace(string(body)), "\r\n") {
+		var num int
+		var uidl string
+		if _, err := fmt.Sscanf(l, "%d %s", &num, &uidl); err != nil {
+			continue
+		}
+		n++
+		if r, err := p.cmd("TOP %d 0", num); err != nil || !strings.HasPrefix(r, "+OK") {
+			fail("POP3 TOP %d: %q %v", num, r, err)
+			return
+		}
+		hdr, err := p.multi()
+		if err != nil {
+			fail("POP3 TOP %d: %v", num, err)
+			return
+		}
+		id, _ := parseMessage(hdr)
+		uid, ok := inbox[id]
+		if want := fmt.Sprintf("%08x%08x", uint32(uid), validity); !ok || uidl != want {
+			fail("POP3 shows %s with UIDL %s; imapd has it as UID %d of UIDVALIDITY %d (UIDL %s)", id, uidl, uid, validity, want)
+		}
+	}
+	if n != len(inbox) {
+		fail("POP3 lists %d messages, imapd %d in INBOX", n, len(inbox))
+	}
+	p.cmd("QUIT")
 }
