@@ -2,6 +2,7 @@ package maildir
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"sort"
@@ -172,4 +173,42 @@ func TestSubscriptionsV1KeptV1(t *testing.T) {
 	if string(data) != "Entw&APw-rfe\nProjects\nProjects.2024\n" {
 		t.Errorf("v1 file rewritten as %q, want v1 with '.'", data)
 	}
+}
+
+func TestStaleLocksBroken(t *testing.T) {
+	root := newMaildir(t)
+	_, u := openRoot(t, root, Options{SpecialUse: map[string]string{}})
+	host := newNameGen().host
+	p := filepath.Join(root, "roost-pop3.lock")
+	cases := []struct {
+		name    string
+		content string
+		age     time.Duration
+		broken  bool
+	}{
+		{"dead process on this host", "999999999:" + host, 0, true},
+		{"live process on another host", "1:other-host", 0, false},
+		{"another host, not refreshed for 3 minutes", "1:other-host", 3 * time.Minute, true},
+		{"live process here (pid 1)", "1:" + host, 0, false},
+		{"garbage", "\x00\x01", 0, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			writeFile(t, p, c.content+"\n", time.Now().Add(-c.age))
+			release, err := u.Lock(context.Background(), "pop3")
+			if c.broken {
+				if err != nil {
+					t.Fatalf("stale lock not broken: %v", err)
+				}
+				if err := release(); err != nil {
+					t.Error(err)
+				}
+				return
+			}
+			if !errors.Is(err, backend.ErrLocked) {
+				t.Fatalf("Lock = %v, want ErrLocked", err)
+			}
+		})
+	}
+	os.Remove(p)
 }
