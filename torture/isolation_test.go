@@ -361,11 +361,15 @@ func TestIsolation(t *testing.T) {
 }
 
 // TestLoginNamesStayInMailRoot logs in with user names that are paths,
-// with a real user's password: none may open anyone's Maildir.
+// with a real user's password, and delivers to them over LMTP: none may
+// open or create anyone's Maildir.
 func TestLoginNamesStayInMailRoot(t *testing.T) {
 	s := newSite(t, "", "")
-	imapd, pop3d := s.start("imapd"), s.start("pop3d")
+	imapd, pop3d, lmtpd := s.start("imapd"), s.start("pop3d"), s.start("lmtpd")
 	for _, name := range []string{"../alice", "alice/../bob", "bob/../alice", "./alice", "/alice", "alice/", "..", "alice\\..\\bob"} {
+		if r, err := lmtpSend(lmtpd.address(), []string{name + "@example.edu"}, message("pathrcpt", 300)); err != nil || strings.HasPrefix(r[0], "250") {
+			t.Errorf("LMTP RCPT %s@example.edu: %q %v, want a refusal", name, r, err)
+		}
 		if c, err := imapLogin(imapd.address(), name, "alicepw"); err == nil {
 			t.Errorf("IMAP LOGIN %q with alice's password succeeded", name)
 			c.Close()
