@@ -294,12 +294,12 @@ func (w *workers) moveOne(c *imapclient.Client, src string) error {
 	for id := range byID {
 		ids = append(ids, id)
 	}
-	op := []string{"COPY", "MOVE", "EXPUNGE"}[w.m.intn(3)]
+	op := []string{"COPY", "MOVE", "EXPUNGE", "STORE"}[w.m.intn(4)]
 	if w.m.inFolder(src) > 60 {
 		op = "EXPUNGE" // keep the Maildir small enough to verify quickly
 	}
 	dest := ""
-	if op != "EXPUNGE" {
+	if op == "COPY" || op == "MOVE" {
 		for dest == "" || dest == src {
 			dest = crashFolders[w.m.intn(len(crashFolders))]
 		}
@@ -327,6 +327,11 @@ func (w *workers) moveOne(c *imapclient.Client, src string) error {
 		} else {
 			w.m.addPair(from, to)
 		}
+	case "STORE":
+		// Flags and keywords rename the file and may add a keyword to
+		// dovecot-keywords; the message stays exactly once either way.
+		kw := imap.Flag(fmt.Sprintf("$Torture%d", w.m.intn(20))) // Maildir holds 26 per folder
+		err = c.Store(uids, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagFlagged, kw}}, nil).Close()
 	case "EXPUNGE":
 		w.m.set(from, zeroOrOne)
 		err = c.Store(uids, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close()

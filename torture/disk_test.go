@@ -16,6 +16,7 @@ import (
 type diskFile struct {
 	folder string // "INBOX" or the Maildir++ directory without its dot
 	base   string // file name up to ':'
+	info   string // after ':2,': flags and keyword letters
 	id     string // test Message-ID, "" for a foreign file
 	whole  bool
 	size   int64
@@ -106,8 +107,9 @@ func scanMaildir(md string) (diskView, error) {
 				if id != "" && !whole {
 					v.problems = append(v.problems, fmt.Sprintf("partial message %s in %s (%d bytes)", id, p, len(data)))
 				}
-				base, _, _ := strings.Cut(e.Name(), ":")
-				v.files = append(v.files, diskFile{folder: folder, base: base, id: id, whole: whole, size: int64(len(data))})
+				base, info, _ := strings.Cut(e.Name(), ":")
+				info = strings.TrimPrefix(info, "2,")
+				v.files = append(v.files, diskFile{folder: folder, base: base, info: info, id: id, whole: whole, size: int64(len(data))})
 			}
 		}
 	}
@@ -159,4 +161,29 @@ func readUidlist(dir string) (uidlistFile, error) {
 		ul.byName[base] = uint32(uid)
 	}
 	return ul, nil
+}
+
+// readKeywords reads dovecot-keywords: index -> keyword. A missing file is
+// an empty table.
+func readKeywords(dir string) (map[int]string, error) {
+	out := map[int]string{}
+	data, err := os.ReadFile(filepath.Join(dir, "dovecot-keywords"))
+	if os.IsNotExist(err) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range strings.Split(strings.TrimRight(string(data), "\n"), "\n") {
+		if l == "" {
+			continue
+		}
+		idxStr, name, ok := strings.Cut(l, " ")
+		idx, err := strconv.Atoi(idxStr)
+		if !ok || err != nil || idx < 0 || idx > 25 || name == "" {
+			return nil, fmt.Errorf("dovecot-keywords line %q", l)
+		}
+		out[idx] = name
+	}
+	return out, nil
 }

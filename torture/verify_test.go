@@ -117,12 +117,21 @@ func (v *verifier) check(m *model, round int) bool {
 		if len(ul.dupUIDs) > 0 {
 			fail("dovecot-uidlist of %s lists UIDs twice: %v", folder, ul.dupUIDs)
 		}
+		kw, err := readKeywords(dir)
+		if err != nil {
+			fail("%s: %v", folder, err)
+		}
 		n := 0
 		for _, f := range view.files {
 			if f.folder != folder {
 				continue
 			}
 			n++
+			for _, c := range f.info {
+				if c >= 'a' && c <= 'z' && kw[int(c-'a')] == "" {
+					fail("%s in %s carries keyword letter %c, which dovecot-keywords does not define", f.id, folder, c)
+				}
+			}
 			if got, want := ul.byName[f.base], byID[f.id]; got != uint32(want) {
 				fail("dovecot-uidlist of %s gives %s UID %d, imapd %d", folder, f.base, got, want)
 			}
