@@ -160,13 +160,19 @@ func (s *Store) runHub(h *watchHub) {
 	}
 }
 
+// racyWindow is how long after a directory's mtime a poll keeps treating it
+// as possibly changed.
+const racyWindow = time.Second
+
 func (s *Store) poll(st *mboxState, subs []string) func() {
 	stop := make(chan struct{})
+	// The baseline is taken before returning, so a change made right after
+	// the mailbox was opened cannot slip into it.
+	ids := make([]fileID, len(subs))
+	for i, d := range subs {
+		ids[i] = statID(d)
+	}
 	go func() {
-		ids := make([]fileID, len(subs))
-		for i, d := range subs {
-			ids[i] = statID(d)
-		}
 		t := time.NewTicker(s.opts.PollInterval)
 		defer t.Stop()
 		for {
@@ -176,8 +182,14 @@ func (s *Store) poll(st *mboxState, subs []string) func() {
 			case <-t.C:
 			}
 			changed := false
+			now := time.Now().UnixNano()
 			for i, d := range subs {
-				if id := statID(d); id != ids[i] {
+				id := statID(d)
+				// Directory mtimes come from a coarse kernel clock: a
+				// second change within the same tick leaves the mtime as
+				// it was. Until the mtime is older than a tick, it proves
+				// nothing, so look again (git's "racy timestamp" rule).
+				if id != ids[i] || now-id.mtime < int64(racyWindow) {
 					ids[i], changed = id, true
 				}
 			}
