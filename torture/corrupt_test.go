@@ -115,7 +115,7 @@ func corruptOne(t *testing.T, file string, damage func([]byte) []byte, minKept i
 	if err != nil {
 		t.Fatal(err)
 	}
-	logBefore := len(imapd.log.String()) + len(lmtpd.log.String())
+	imapdLogAt, lmtpdLogAt := len(imapd.log.String()), len(lmtpd.log.String())
 	// Write in place, as a crashed editor or a bad disk would; a new
 	// inode number and mtime make sure every reader notices.
 	time.Sleep(10 * time.Millisecond)
@@ -205,7 +205,7 @@ func corruptOne(t *testing.T, file string, damage func([]byte) []byte, minKept i
 		}
 		t.Logf("open session after the damage: %d messages, %v", len(view), view)
 	}
-	logs := (imapd.log.String() + lmtpd.log.String())[logBefore:]
+	logs := imapd.log.String()[imapdLogAt:] + lmtpd.log.String()[lmtpdLogAt:]
 	if !strings.Contains(logs, file) || !strings.Contains(logs, "level=WARN") && !strings.Contains(logs, "level=ERROR") {
 		t.Errorf("the damage to %s was not logged; new log lines:\n%s", file, logs)
 	}
