@@ -7,12 +7,9 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
-	"sync"
 
 	"github.com/roost-mail/roost/cmd/internal/daemon"
 	"github.com/roost-mail/roost/imapd"
@@ -26,16 +23,11 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("imapd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	configPath := fs.String("config", "/etc/roost/roost.yaml", "configuration `file`")
-	if err := fs.Parse(args); err != nil {
+	configPath, err := daemon.ConfigFlag("imapd", args, stderr)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q (imapd takes only --config)", fs.Args())
-	}
-	env, err := daemon.Open(ctx, *configPath, "imapd", stderr)
+	env, err := daemon.Open(ctx, configPath, "imapd", stderr)
 	if err != nil {
 		return err
 	}
@@ -74,35 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	serve := func(context.Context) error {
-		return serveAll(srv, lns, tlsLns)
+		return daemon.ServeAll(append(daemon.Servings(lns, srv.Serve), daemon.Servings(tlsLns, srv.ServeTLS)...), imapd.ErrServerClosed, srv.Close)
 	}
 	return env.Run(ctx, serve, srv.Shutdown)
-}
-
-// serveAll serves every listener and returns when all have stopped; a
-// listener that fails stops the others.
-func serveAll(srv *imapd.Server, lns, tlsLns []net.Listener) error {
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var errs []error
-	start := func(l net.Listener, serve func(net.Listener) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := serve(l); err != nil && !errors.Is(err, imapd.ErrServerClosed) {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-				srv.Close()
-			}
-		}()
-	}
-	for _, l := range lns {
-		start(l, srv.Serve)
-	}
-	for _, l := range tlsLns {
-		start(l, srv.ServeTLS)
-	}
-	wg.Wait()
-	return errors.Join(errs...)
 }

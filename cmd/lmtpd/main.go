@@ -7,12 +7,9 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
-	"sync"
 
 	"github.com/roost-mail/roost/cmd/internal/daemon"
 	"github.com/roost-mail/roost/lmtp"
@@ -27,16 +24,11 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("lmtpd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	configPath := fs.String("config", "/etc/roost/roost.yaml", "configuration `file`")
-	if err := fs.Parse(args); err != nil {
+	configPath, err := daemon.ConfigFlag("lmtpd", args, stderr)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q (lmtpd takes only --config)", fs.Args())
-	}
-	env, err := daemon.Open(ctx, *configPath, "lmtpd", stderr)
+	env, err := daemon.Open(ctx, configPath, "lmtpd", stderr)
 	if err != nil {
 		return err
 	}
@@ -84,23 +76,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return env.Run(ctx, func(context.Context) error { return serveAll(srv, lns) }, srv.Shutdown)
-}
-
-// serveAll serves every listener and returns when all have stopped; a
-// listener that fails stops the others.
-func serveAll(srv *lmtp.Server, lns []net.Listener) error {
-	var wg sync.WaitGroup
-	errs := make([]error, len(lns))
-	for i, l := range lns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if errs[i] = srv.Serve(l); errs[i] != nil {
-				srv.Close()
-			}
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return env.Run(ctx, func(context.Context) error {
+		return daemon.ServeAll(daemon.Servings(lns, srv.Serve), nil, srv.Close)
+	}, srv.Shutdown)
 }

@@ -7,12 +7,9 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
-	"sync"
 
 	"github.com/roost-mail/roost/cmd/internal/daemon"
 	"github.com/roost-mail/roost/pop3d"
@@ -26,16 +23,11 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("pop3d", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	configPath := fs.String("config", "/etc/roost/roost.yaml", "configuration `file`")
-	if err := fs.Parse(args); err != nil {
+	configPath, err := daemon.ConfigFlag("pop3d", args, stderr)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q (pop3d takes only --config)", fs.Args())
-	}
-	env, err := daemon.Open(ctx, *configPath, "pop3d", stderr)
+	env, err := daemon.Open(ctx, configPath, "pop3d", stderr)
 	if err != nil {
 		return err
 	}
@@ -72,26 +64,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return err
 	}
-	return env.Run(ctx, func(context.Context) error { return serveAll(srv, append(lns, tlsLns...)) }, srv.Shutdown)
-}
-
-// serveAll serves every listener and returns when all have stopped; a
-// listener that fails stops the others.
-func serveAll(srv *pop3d.Server, lns []net.Listener) error {
-	var wg sync.WaitGroup
-	errs := make([]error, len(lns))
-	for i, l := range lns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := srv.Serve(l)
-			if errors.Is(err, pop3d.ErrServerClosed) {
-				return
-			}
-			errs[i] = err
-			srv.Close()
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return env.Run(ctx, func(context.Context) error {
+		return daemon.ServeAll(daemon.Servings(append(lns, tlsLns...), srv.Serve), pop3d.ErrServerClosed, srv.Close)
+	}, srv.Shutdown)
 }
