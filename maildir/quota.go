@@ -309,9 +309,10 @@ func appendDelta(root string, bytes, msgs int64) error {
 // of the Maildir at path, without authentication. It is fast: it reads only
 // maildirsize, and recalculates (rewriting the file) only when the
 // Maildir++ rules say it is missing, too long or stale while over quota.
-// Trash is not counted, as with a zero Options.
-func ReadQuota(path string) (backend.Quota, error) {
-	ms, err := quotaFS{opts: Options{}, own: owner{-1, -1}, g: newNameGen()}.read(path)
+// opts.IncludeTrash decides whether such a recalculation counts Trash; pass
+// the daemons' options so every tool agrees on the usage.
+func ReadQuota(path string, opts Options) (backend.Quota, error) {
+	ms, err := quotaFS{opts: opts, own: owner{-1, -1}, g: newNameGen()}.read(path)
 	if err != nil {
 		return backend.Quota{}, fmt.Errorf("maildir: quota of %s: %w", path, err)
 	}

@@ -53,7 +53,7 @@ func TestMaildirsizeRules(t *testing.T) {
 			if c.content != "" {
 				writeFile(t, p, c.content, time.Now().Add(-c.age))
 			}
-			q, err := ReadQuota(root)
+			q, err := ReadQuota(root, Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -100,9 +100,18 @@ func TestQuotaAdminFunctions(t *testing.T) {
 	if !strings.HasPrefix(string(data), "262144000S,1000C\n1250 4\n") {
 		t.Errorf("after SetQuotaLimit: %q", data)
 	}
-	q, err := ReadQuota(root)
+	q, err := ReadQuota(root, Options{})
 	if err != nil || q.LimitBytes != 262144000 || q.LimitMessages != 1000 || q.UsedBytes != 1250 {
 		t.Errorf("ReadQuota = %+v, %v", q, err)
+	}
+	// A recalculation that ReadQuota triggers counts Trash as told.
+	for _, include := range []bool{false, true} {
+		os.Remove(filepath.Join(root, maildirsizeName))
+		q, err := ReadQuota(root, Options{IncludeTrash: include})
+		want := map[bool]int64{false: 250, true: 1250}[include]
+		if err != nil || q.UsedBytes != want {
+			t.Errorf("ReadQuota(IncludeTrash=%v) after removing maildirsize = %+v, %v; want %d bytes", include, q, err, want)
+		}
 	}
 	fu, err := FolderUsage(root)
 	if err != nil {

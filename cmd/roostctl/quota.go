@@ -94,7 +94,7 @@ func (a *app) userQuota(ctx context.Context, user string) (quotaJSON, error) {
 		return quotaJSON{}, err
 	}
 	out := quotaJSON{User: acct.Name, Maildir: acct.Maildir, LimitBytes: acct.QuotaBytes, LimitMessages: acct.QuotaMessages}
-	q, err := readQuota(acct.Maildir)
+	q, err := readQuota(acct.Maildir, a.storeOptions())
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		out.Note = "no Maildir yet"
@@ -107,13 +107,19 @@ func (a *app) userQuota(ctx context.Context, user string) (quotaJSON, error) {
 	return out, nil
 }
 
+// storeOptions are the store options that decide usage, as the daemons
+// use them.
+func (a *app) storeOptions() maildir.Options {
+	return maildir.Options{IncludeTrash: a.env.Config.Quota.IncludeTrash, Fsync: a.env.Config.Mail.Fsync}
+}
+
 // readQuota reads maildirsize, and reports a missing Maildir as
 // fs.ErrNotExist rather than creating anything.
-func readQuota(path string) (backend.Quota, error) {
+func readQuota(path string, opts maildir.Options) (backend.Quota, error) {
 	if _, err := os.Stat(path); err != nil {
 		return backend.Quota{}, err
 	}
-	return maildir.ReadQuota(path)
+	return maildir.ReadQuota(path, opts)
 }
 
 func (a *app) printQuota(q quotaJSON) error {
@@ -235,7 +241,7 @@ type recalcJSON struct {
 func (a *app) recalc(ctx context.Context, users []reportUser) ([]recalcJSON, error) {
 	var rows []recalcJSON
 	var errs []error
-	opts := maildir.Options{IncludeTrash: a.env.Config.Quota.IncludeTrash, Fsync: a.env.Config.Mail.Fsync}
+	opts := a.storeOptions()
 	for _, u := range users {
 		if err := a.resolve(ctx, &u); err != nil {
 			errs = append(errs, err)

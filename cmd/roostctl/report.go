@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/roost-mail/roost/auth"
+	"github.com/roost-mail/roost/maildir"
 	"github.com/roost-mail/roost/quota"
 )
 
@@ -178,7 +179,7 @@ func (a *app) report(ctx context.Context, users []reportUser) ([]quotaJSON, erro
 			defer wg.Done()
 			for i := range next {
 				if errs[i] = a.resolve(ctx, &users[i]); errs[i] == nil {
-					rows[i], errs[i] = reportOne(users[i])
+					rows[i], errs[i] = reportOne(users[i], a.storeOptions())
 				}
 				prog.step()
 			}
@@ -199,9 +200,9 @@ func (a *app) report(ctx context.Context, users []reportUser) ([]quotaJSON, erro
 	return out, errors.Join(errs...)
 }
 
-func reportOne(u reportUser) (quotaJSON, error) {
+func reportOne(u reportUser, opts maildir.Options) (quotaJSON, error) {
 	row := quotaJSON{User: u.name, Maildir: u.maildir, LimitBytes: u.limitBytes, LimitMessages: u.limitMsgs}
-	q, err := readQuota(u.maildir)
+	q, err := readQuota(u.maildir, opts)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		row.Note = "no Maildir yet"
