@@ -89,7 +89,7 @@ func BenchmarkLDAPLogin(b *testing.B) {
 	})
 	b.Run("baseline-dial-bind-read-close", func(b *testing.B) {
 		parallel4(b, func() error {
-			c, err := ldap.DialURL(s.url())
+			c, err := ldap.DialURL(s.URL)
 			if err != nil {
 				return err
 			}
@@ -104,7 +104,7 @@ func BenchmarkLDAPLogin(b *testing.B) {
 	})
 	b.Run("baseline-dial-bind-close", func(b *testing.B) {
 		parallel4(b, func() error {
-			c, err := ldap.DialURL(s.url())
+			c, err := ldap.DialURL(s.URL)
 			if err != nil {
 				return err
 			}

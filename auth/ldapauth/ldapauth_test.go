@@ -13,18 +13,19 @@ import (
 	"time"
 
 	"github.com/roost-mail/roost/auth"
+	"github.com/roost-mail/roost/internal/testenv"
 )
 
 var allAttrs = Attributes{User: "uid", Home: "homeDirectory", Maildir: "mailMessageStore",
 	Quota: "mailQuota", UIDNumber: "uidNumber", GIDNumber: "gidNumber"}
 
 func bindModeOpts(s *slapd) Options {
-	return Options{URLs: []string{s.url()}, UserDNTemplate: "uid=%u,ou=people," + suffix,
+	return Options{URLs: []string{s.URL}, UserDNTemplate: "uid=%u,ou=people," + suffix,
 		Attributes: allAttrs, Timeout: 2 * time.Second}
 }
 
 func searchModeOpts(s *slapd) Options {
-	return Options{URLs: []string{s.url()}, BindDN: serviceDN, BindPassword: servicePW,
+	return Options{URLs: []string{s.URL}, BindDN: serviceDN, BindPassword: servicePW,
 		BaseDN: "ou=people," + suffix, Attributes: allAttrs, Timeout: 2 * time.Second}
 }
 
@@ -179,7 +180,7 @@ func TestServerStopAndRestart(t *testing.T) {
 			a := newAuth(t, o)
 			ctx := context.Background()
 			wantIdentity(t, a, "alice", "alice-pw", aliceID) // pools now hold live connections
-			s.stop()
+			s.Stop()
 			for range 2 {
 				_, err := a.Authenticate(ctx, "alice", "alice-pw")
 				wantUnavailable(t, err)
@@ -188,13 +189,12 @@ func TestServerStopAndRestart(t *testing.T) {
 				_, err = a.Lookup(ctx, "alice")
 				wantUnavailable(t, err)
 			}
-			s.start()
+			s.Start()
 			wantIdentity(t, a, "alice", "alice-pw", aliceID)
 			wantInvalid(t, a, "alice", "wrong")
 			// A restart while connections sit idle in the pools: the
 			// stale ones are noticed and replaced within one call.
-			s.stop()
-			s.start()
+			s.Restart()
 			wantIdentity(t, a, "alice", "alice-pw", aliceID)
 			if _, err := a.Lookup(ctx, "bob"); err != nil {
 				t.Errorf("Lookup after restart: %v", err)
@@ -206,7 +206,7 @@ func TestServerStopAndRestart(t *testing.T) {
 func TestFailover(t *testing.T) {
 	s := startSlapd(t)
 	o := searchModeOpts(s)
-	o.URLs = []string{fmt.Sprintf("ldap://127.0.0.1:%d", freePort(t)), s.url()}
+	o.URLs = []string{fmt.Sprintf("ldap://127.0.0.1:%d", testenv.FreePort(t)), s.URL}
 	a := newAuth(t, o)
 	wantIdentity(t, a, "alice", "alice-pw", aliceID)
 	if a.preferred.Load() != 1 {
@@ -267,11 +267,11 @@ func TestTLS(t *testing.T) {
 		ca       string
 		ok       bool
 	}{
-		{"starttls", s.url(), true, s.caFile, true},
-		{"starttls-untrusted", s.url(), true, s.otherCA, false},
-		{"ldaps", s.tlsURL(), false, s.caFile, true},
-		{"ldaps-untrusted", s.tlsURL(), false, s.otherCA, false},
-		{"ldaps-starttls-ignored", s.tlsURL(), true, s.caFile, true},
+		{"starttls", s.URL, true, s.caFile, true},
+		{"starttls-untrusted", s.URL, true, s.otherCA, false},
+		{"ldaps", s.LDAPSURL, false, s.caFile, true},
+		{"ldaps-untrusted", s.LDAPSURL, false, s.otherCA, false},
+		{"ldaps-starttls-ignored", s.LDAPSURL, true, s.caFile, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			o := searchModeOpts(s)
@@ -297,7 +297,7 @@ func TestCacheOverLDAP(t *testing.T) {
 	if _, err := c.Lookup(ctx, "bob"); err != nil {
 		t.Fatal(err)
 	}
-	s.stop()
+	s.Stop()
 	if _, err := c.Authenticate(ctx, "alice", "alice-pw"); err != nil && time.Since(cached) < ttl/2 {
 		t.Errorf("cached login while LDAP is down: %v", err)
 	}
@@ -311,7 +311,7 @@ func TestCacheOverLDAP(t *testing.T) {
 	if err != nil {
 		t.Errorf("Lookup of a user seen at login: %v", err)
 	}
-	s.start()
+	s.Start()
 	wantIdentity(t, c, "alice", "alice-pw", aliceID)
 }
 
@@ -453,7 +453,7 @@ func (p *blackholeProxy) blackhole() {
 // out, are dropped, and the same call succeeds on a new connection.
 func TestSilentlyDroppedConnection(t *testing.T) {
 	s := startSlapd(t)
-	p := newBlackholeProxy(t, fmt.Sprintf("127.0.0.1:%d", s.port))
+	p := newBlackholeProxy(t, s.Addr)
 	o := searchModeOpts(s)
 	o.URLs = []string{"ldap://" + p.l.Addr().String()}
 	o.Timeout = time.Second

@@ -7,13 +7,10 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"fmt"
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -23,18 +20,13 @@ import (
 // slapd is a private OpenLDAP server for one test, on loopback ports, with
 // the users below and a CA-signed certificate for StartTLS and ldaps://.
 type slapd struct {
-	t         testing.TB
-	dir       string
-	port      int // ldap://
-	tlsPort   int // ldaps://
-	caFile    string
-	otherCA   string // a CA that did not sign the server certificate
-	cmd       *exec.Cmd
-	slapdPath string
+	*testenv.Slapd
+	caFile  string
+	otherCA string // a CA that did not sign the server certificate
 }
 
 const (
-	suffix    = "dc=example,dc=edu"
+	suffix    = testenv.SlapdSuffix
 	serviceDN = "cn=roost,ou=services,dc=example,dc=edu"
 	servicePW = "service-secret"
 )
@@ -45,13 +37,7 @@ const (
 // (only the service account may); "*" is
 // a real uid that only an unescaped filter would confuse; twin1/twin2 share
 // a mail address so a filter on mail is ambiguous.
-const usersLDIF = `dn: dc=example,dc=edu
-objectClass: dcObject
-objectClass: organization
-o: Example
-dc: example
-
-dn: ou=people,dc=example,dc=edu
+const usersLDIF = `dn: ou=people,dc=example,dc=edu
 objectClass: organizationalUnit
 ou: people
 
@@ -137,105 +123,35 @@ mail: twins@example.edu
 userPassword: twin-pw
 `
 
-const slapdConf = `include /etc/ldap/schema/core.schema
-include /etc/ldap/schema/cosine.schema
-include /etc/ldap/schema/inetorgperson.schema
-include /etc/ldap/schema/nis.schema
-attributetype ( 1.3.6.1.4.1.99999.1.1 NAME 'mailQuota' EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
-attributetype ( 1.3.6.1.4.1.99999.1.2 NAME 'mailMessageStore' EQUALITY caseExactIA5Match SYNTAX 1.3.6.1.4.1.1466.115.121.1.26 SINGLE-VALUE )
-objectclass ( 1.3.6.1.4.1.99999.2.1 NAME 'roostMailUser' SUP top AUXILIARY MAY ( mailQuota $ mailMessageStore ) )
-pidfile %[1]s/slapd.pid
-TLSCertificateFile %[1]s/server.pem
-TLSCertificateKeyFile %[1]s/server.key
-modulepath /usr/lib/ldap
-moduleload back_mdb
-database mdb
-suffix "dc=example,dc=edu"
-rootdn "cn=admin,dc=example,dc=edu"
-rootpw secret
-directory %[1]s/db
-access to attrs=userPassword by self write by anonymous auth by * none
-access to dn.exact="uid=dave,ou=people,dc=example,dc=edu" by dn.exact="cn=roost,ou=services,dc=example,dc=edu" read by * none
-access to * by users read by * none
-`
-
-// startSlapd starts slapd (or skips/fails via testenv) and stops it when
-// the test ends.
+// startSlapd starts slapd with the Roost test schema, ACLs under which
+// only the service account may read dave, and the users above (or skips or
+// fails via testenv); it stops when the test ends.
 func startSlapd(t testing.TB) *slapd {
 	t.Helper()
-	path := testenv.Require(t, "slapd", "slapd")
-	testenv.Require(t, "ldapadd", "ldap-utils")
-	s := &slapd{t: t, dir: t.TempDir(), slapdPath: path, port: freePort(t), tlsPort: freePort(t)}
-	if err := os.Mkdir(filepath.Join(s.dir, "db"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	s.caFile, s.otherCA = writeCerts(t, s.dir)
-	conf := filepath.Join(s.dir, "slapd.conf")
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf(slapdConf, s.dir)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s.start()
-	t.Cleanup(s.stop)
-	ldif := filepath.Join(s.dir, "users.ldif")
-	if err := os.WriteFile(ldif, []byte(usersLDIF), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("ldapadd", "-x", "-H", s.url(), "-D", "cn=admin,"+suffix, "-w", "secret", "-f", ldif).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ldapadd: %v\n%s", err, out)
-	}
+	s := &slapd{}
+	var cert, key string
+	s.caFile, s.otherCA, cert, key = writeCerts(t, t.TempDir())
+	s.Slapd = testenv.StartSlapd(t, testenv.SlapdOptions{
+		Schema: []string{
+			"attributetype ( 1.3.6.1.4.1.99999.1.1 NAME 'mailQuota' EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )",
+			"attributetype ( 1.3.6.1.4.1.99999.1.2 NAME 'mailMessageStore' EQUALITY caseExactIA5Match SYNTAX 1.3.6.1.4.1.1466.115.121.1.26 SINGLE-VALUE )",
+			"objectclass ( 1.3.6.1.4.1.99999.2.1 NAME 'roostMailUser' SUP top AUXILIARY MAY ( mailQuota $ mailMessageStore ) )",
+		},
+		ACL: []string{
+			"access to attrs=userPassword by self write by anonymous auth by * none",
+			`access to dn.exact="uid=dave,ou=people,dc=example,dc=edu" by dn.exact="cn=roost,ou=services,dc=example,dc=edu" read by * none`,
+			"access to * by users read by * none",
+		},
+		TLSCertFile: cert,
+		TLSKeyFile:  key,
+		LDIF:        usersLDIF,
+	})
 	return s
 }
 
-func (s *slapd) url() string    { return fmt.Sprintf("ldap://127.0.0.1:%d", s.port) }
-func (s *slapd) tlsURL() string { return fmt.Sprintf("ldaps://127.0.0.1:%d", s.tlsPort) }
-
-// start runs slapd in the foreground (-d 0) so the test owns the process.
-func (s *slapd) start() {
-	s.t.Helper()
-	s.cmd = exec.Command(s.slapdPath, "-d", "0", "-f", filepath.Join(s.dir, "slapd.conf"),
-		"-h", s.url()+"/ "+s.tlsURL()+"/")
-	var out strings.Builder
-	s.cmd.Stdout, s.cmd.Stderr = &out, &out
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatal(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.port)); err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			s.cmd.Process.Kill()
-			s.cmd.Wait()
-			s.t.Fatalf("slapd did not start:\n%s", out.String())
-		}
-	}
-}
-
-// stop kills slapd and waits for it, as a crash or a restart would.
-func (s *slapd) stop() {
-	if s.cmd == nil {
-		return
-	}
-	s.cmd.Process.Kill()
-	s.cmd.Wait()
-	s.cmd = nil
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // writeCerts makes a CA, a server certificate for 127.0.0.1 signed by it,
-// and an unrelated CA; it returns the two CA files.
-func writeCerts(t testing.TB, dir string) (caFile, otherCAFile string) {
+// and an unrelated CA; it returns the two CA files and the server's pair.
+func writeCerts(t testing.TB, dir string) (caFile, otherCAFile, certFile, keyFile string) {
 	t.Helper()
 	newKey := func() *ecdsa.PrivateKey {
 		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -274,11 +190,10 @@ func writeCerts(t testing.TB, dir string) (caFile, otherCAFile string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	write("server.pem", "CERTIFICATE", der)
 	kder, err := x509.MarshalPKCS8PrivateKey(sk)
 	if err != nil {
 		t.Fatal(err)
 	}
-	write("server.key", "PRIVATE KEY", kder)
-	return write("ca.pem", "CERTIFICATE", caDER), write("other-ca.pem", "CERTIFICATE", otherDER)
+	return write("ca.pem", "CERTIFICATE", caDER), write("other-ca.pem", "CERTIFICATE", otherDER),
+		write("server.pem", "CERTIFICATE", der), write("server.key", "PRIVATE KEY", kder)
 }

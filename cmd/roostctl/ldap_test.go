@@ -3,44 +3,28 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/roost-mail/roost/internal/testenv"
 )
 
-// A private slapd whose users carry their quota in an LDAP attribute
-// (mailQuota, from a small test schema), as campuses keep it.
-const ldapConf = `include /etc/ldap/schema/core.schema
-include /etc/ldap/schema/cosine.schema
-include /etc/ldap/schema/inetorgperson.schema
-include /etc/ldap/schema/nis.schema
-attributetype ( 1.3.6.1.4.1.99999.1.1 NAME 'mailQuota' EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
-objectclass ( 1.3.6.1.4.1.99999.2.1 NAME 'roostMailUser' SUP top AUXILIARY MAY ( mailQuota ) )
-pidfile %[1]s/slapd.pid
-modulepath /usr/lib/ldap
-moduleload back_mdb
-database mdb
-suffix "dc=example,dc=edu"
-rootdn "cn=admin,dc=example,dc=edu"
-rootpw secret
-directory %[1]s/db
-access to attrs=userPassword by self write by anonymous auth by * none
-access to * by users read by * none
-`
-
-const ldapUsers = `dn: dc=example,dc=edu
-objectClass: dcObject
-objectClass: organization
-o: Example
-dc: example
-
-dn: ou=people,dc=example,dc=edu
+// startLDAP starts a private slapd whose users carry their quota in an
+// LDAP attribute (mailQuota, from a small test schema), as campuses keep it.
+func startLDAP(t *testing.T) *testenv.Slapd {
+	t.Helper()
+	return testenv.StartSlapd(t, testenv.SlapdOptions{
+		Schema: []string{
+			"attributetype ( 1.3.6.1.4.1.99999.1.1 NAME 'mailQuota' EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )",
+			"objectclass ( 1.3.6.1.4.1.99999.2.1 NAME 'roostMailUser' SUP top AUXILIARY MAY ( mailQuota ) )",
+		},
+		ACL: []string{
+			"access to attrs=userPassword by self write by anonymous auth by * none",
+			"access to * by users read by * none",
+		},
+		LDIF: `dn: ou=people,dc=example,dc=edu
 objectClass: organizationalUnit
 ou: people
 
@@ -65,61 +49,15 @@ uid: bob
 cn: Bob
 sn: Builder
 userPassword: bob-pw
-`
-
-func startLDAP(t *testing.T) (url string, stop func()) {
-	t.Helper()
-	slapd := testenv.Require(t, "slapd", "slapd")
-	testenv.Require(t, "ldapadd", "ldap-utils")
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "db"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "slapd.conf"), []byte(fmt.Sprintf(ldapConf, dir)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	url = "ldap://" + l.Addr().String()
-	l.Close()
-	cmd := exec.Command(slapd, "-d", "0", "-f", filepath.Join(dir, "slapd.conf"), "-h", url+"/")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	stop = func() {
-		if cmd.Process != nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-			cmd.Process = nil
-		}
-	}
-	t.Cleanup(stop)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("tcp", strings.TrimPrefix(url, "ldap://")); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("slapd did not start")
-		}
-	}
-	ldif := filepath.Join(dir, "users.ldif")
-	if err := os.WriteFile(ldif, []byte(ldapUsers), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("ldapadd", "-x", "-H", url, "-D", "cn=admin,dc=example,dc=edu", "-w", "secret", "-f", ldif).CombinedOutput(); err != nil {
-		t.Fatalf("ldapadd: %v\n%s", err, out)
-	}
-	return url, stop
+`,
+	})
 }
 
 // TestLDAPLimits: limits come from the LDAP attribute, else quota.default;
 // with the directory down, roostctl says so and deliver asks Postfix to
 // retry.
 func TestLDAPLimits(t *testing.T) {
-	url, stop := startLDAP(t)
+	ldap := startLDAP(t)
 	s := newSite(t, "")
 	secret := filepath.Join(s.dir, "ldap.secret")
 	if err := os.WriteFile(secret, []byte("service-secret\n"), 0o600); err != nil {
@@ -134,7 +72,7 @@ func TestLDAPLimits(t *testing.T) {
     timeout: 2s
     attributes:
       quota: mailQuota
-`, url, secret))
+`, ldap.URL, secret))
 	s.fill("alice", 100<<20, "INBOX", 5000)
 
 	var alice, bob quotaJSON
@@ -160,7 +98,7 @@ func TestLDAPLimits(t *testing.T) {
 		t.Errorf("quota report lists the directory's users:\n%s", out)
 	}
 
-	stop()
+	ldap.Stop()
 	if r := s.run("", "user", "lookup", "alice"); r.code != 1 || !strings.Contains(r.stderr, "reachable") {
 		t.Errorf("LDAP down, user lookup: exit %d %q", r.code, r.stderr)
 	}

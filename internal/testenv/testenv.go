@@ -1,6 +1,7 @@
 // Package testenv lets tests demand real programs (slapd, Postfix, curl,
 // fetchmail, mbsync, python3). Outside CI a missing program skips the test;
 // with CI=true it fails, because CI installs everything the tests need.
+// StartSlapd runs a private OpenLDAP server on loopback for one test.
 package testenv
 
 import (

@@ -3,26 +3,25 @@ package daemon
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/roost-mail/roost/auth"
 	"github.com/roost-mail/roost/internal/testenv"
 )
 
-const ldapUsers = `dn: dc=example,dc=edu
-objectClass: dcObject
-objectClass: organization
-o: Example
-dc: example
-
-dn: cn=roost,dc=example,dc=edu
+// startSlapd runs a private slapd with alice and the service account and
+// returns its URL. Only the service account may search.
+func startSlapd(t *testing.T) string {
+	t.Helper()
+	return testenv.StartSlapd(t, testenv.SlapdOptions{
+		ACL: []string{
+			"access to attrs=userPassword by anonymous auth by * none",
+			`access to * by dn.exact="cn=roost,dc=example,dc=edu" read by anonymous auth by * none`,
+		},
+		LDIF: `dn: cn=roost,dc=example,dc=edu
 objectClass: organizationalRole
 objectClass: simpleSecurityObject
 cn: roost
@@ -34,58 +33,8 @@ uid: alice
 cn: Alice
 sn: Liddell
 userPassword: alice-pw
-`
-
-// startSlapd runs a private slapd on a loopback port in the foreground
-// (-d 0) and returns its URL. Only the service account may search.
-func startSlapd(t *testing.T) string {
-	t.Helper()
-	slapd := testenv.Require(t, "slapd", "slapd")
-	ldapadd := testenv.Require(t, "ldapadd", "ldap-utils")
-	dir := t.TempDir()
-	os.Mkdir(filepath.Join(dir, "db"), 0o700)
-	conf := `include /etc/ldap/schema/core.schema
-include /etc/ldap/schema/cosine.schema
-include /etc/ldap/schema/inetorgperson.schema
-pidfile ` + dir + `/slapd.pid
-modulepath /usr/lib/ldap
-moduleload back_mdb
-database mdb
-suffix "dc=example,dc=edu"
-rootdn "cn=admin,dc=example,dc=edu"
-rootpw secret
-directory ` + dir + `/db
-access to attrs=userPassword by anonymous auth by * none
-access to * by dn.exact="cn=roost,dc=example,dc=edu" read by anonymous auth by * none
-`
-	os.WriteFile(filepath.Join(dir, "slapd.conf"), []byte(conf), 0o600)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := fmt.Sprintf("ldap://127.0.0.1:%d", ln.Addr().(*net.TCPAddr).Port)
-	ln.Close()
-	cmd := exec.Command(slapd, "-d", "0", "-f", filepath.Join(dir, "slapd.conf"), "-h", url+"/")
-	var out syncBuf
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	os.WriteFile(filepath.Join(dir, "users.ldif"), []byte(ldapUsers), 0o600)
-	var addOut []byte
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		addOut, err = exec.Command(ldapadd, "-x", "-H", url, "-D", "cn=admin,dc=example,dc=edu", "-w", "secret",
-			"-f", filepath.Join(dir, "users.ldif")).CombinedOutput()
-		if err == nil {
-			return url
-		}
-	}
-	t.Fatalf("ldapadd: %v\n%s\nslapd: %s", err, addOut, out.String())
-	return ""
+`,
+	}).URL
 }
 
 // The service password comes from bind_password_file, one line with its
