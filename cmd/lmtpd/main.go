@@ -1,5 +1,5 @@
 // Command lmtpd is Roost's LMTP delivery daemon for Postfix
-// (virtual_transport or mailbox_transport = lmtp:unix:private/roost-lmtp).
+// (virtual_transport or mailbox_transport = lmtp:unix:roost/lmtp).
 // It only wires the configuration, the auth backend and the Maildir store
 // into package lmtp; docs/delivery.md describes the Postfix side.
 package main

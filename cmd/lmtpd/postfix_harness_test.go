@@ -33,7 +33,7 @@ type postfix struct {
 	spool   string
 	maillog string
 	port    int
-	// paths maps the install paths in the snippets (/usr/local/bin/roostctl,
+	// paths maps the install paths in the snippets (/usr/bin/roostctl,
 	// /etc/roost/roost.yaml) to the test's; nil leaves them.
 	paths *strings.Replacer
 }

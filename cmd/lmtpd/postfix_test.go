@@ -247,7 +247,7 @@ func TestPostfixEndToEnd(t *testing.T) {
 	pf := startPostfix(t, []string{"lmtp-virtual.main.cf"}, "")
 	r := newRoost(t, pf)
 	r.startLmtpd()
-	pf.paths = strings.NewReplacer("/usr/local/bin/roostctl", filepath.Join(r.bin, "roostctl"), "/etc/roost/roost.yaml", r.config)
+	pf.paths = strings.NewReplacer("/usr/bin/roostctl", filepath.Join(r.bin, "roostctl"), "/etc/roost/roost.yaml", r.config)
 
 	t.Run("delivered through lmtpd", func(t *testing.T) {
 		out, ids := msgs("basic", "alice@example.edu", 3, 3000)

@@ -272,7 +272,7 @@ func defaults() map[string]any {
 		"pop3.login_delay":                "0s",
 		"pop3.mark_seen":                  true,
 		"pop3.idle_timeout":               "10m",
-		"lmtp.listen":                     []string{"unix:/var/spool/postfix/private/roost-lmtp"},
+		"lmtp.listen":                     []string{"unix:/var/spool/postfix/roost/lmtp"},
 		"lmtp.recipient_delimiter":        "+",
 		"lmtp.detail_folders":             true,
 		"lmtp.hostname":                   "",
