@@ -14,6 +14,8 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/roost-mail/roost/internal/testenv"
 )
 
 // readers starts the real imapd and pop3d binaries on loopback over the
@@ -21,7 +23,7 @@ import (
 // mail. It returns their addresses.
 func (r *roost) readers(t *testing.T) (imapAddr, pop3Addr string) {
 	t.Helper()
-	imapPort, pop3Port := freePort(t), freePort(t)
+	imapPort, pop3Port := testenv.FreePort(t), testenv.FreePort(t)
 	imapAddr, pop3Addr = fmt.Sprintf("127.0.0.1:%d", imapPort), fmt.Sprintf("127.0.0.1:%d", pop3Port)
 	cfg := r.config + ".readers"
 	base, err := os.ReadFile(r.config)
@@ -67,7 +69,7 @@ func (r *roost) readers(t *testing.T) (imapAddr, pop3Addr string) {
 // checkClients compares what IMAP and POP3 clients see of user's INBOX
 // with the store, then delivers one more message through Postfix while an
 // IMAP client IDLEs and waits for its EXISTS.
-func checkClients(t *testing.T, r *roost, pf *postfix, user string) {
+func checkClients(t *testing.T, r *roost, pf *testenv.Postfix, user string) {
 	imapAddr, pop3Addr := r.readers(t)
 	want := r.mailbox(user)
 
@@ -148,14 +150,14 @@ func checkClients(t *testing.T, r *roost, pf *postfix, user string) {
 		t.Fatal(err)
 	}
 	out, ids := msgs("idle", user, 1, 800)
-	pf.sendSMTP(1, out)
+	sendSMTP(t, pf.Port, 1, out)
 	deadline := time.After(30 * time.Second)
 	for {
 		select {
 		case n := <-exists:
 			if n == uint32(len(want)+1) {
 				idle.Close()
-				pf.waitFinal(ids, 30*time.Second)
+				pf.WaitFinal(ids, 30*time.Second)
 				return
 			}
 		case <-deadline:

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/roost-mail/roost/backend"
+	"github.com/roost-mail/roost/internal/testenv"
 	"github.com/roost-mail/roost/maildir"
 )
 
@@ -48,11 +49,11 @@ lda@example.edu:{PLAIN}pw
 ldafull@example.edu:{PLAIN}pw::::::userdb_quota_rule=*:bytes=1000
 `
 
-func newRoost(t *testing.T, pf *postfix) *roost {
+func newRoost(t *testing.T, pf *testenv.Postfix) *roost {
 	t.Helper()
-	// Binaries under pfDir (0755), so pipe(8) can run roostctl as nobody.
-	r := &roost{t: t, bin: filepath.Join(pf.dir, "bin"), mailRoot: filepath.Join(pf.dir, "vmail"),
-		socket: filepath.Join(pf.spool, "roost", "lmtp"), logFile: filepath.Join(pf.dir, "lmtpd.log")}
+	// Binaries under pf.Dir (0755), so pipe(8) can run roostctl as nobody.
+	r := &roost{t: t, bin: filepath.Join(pf.Dir, "bin"), mailRoot: filepath.Join(pf.Dir, "vmail"),
+		socket: filepath.Join(pf.Spool, "roost", "lmtp"), logFile: filepath.Join(pf.Dir, "lmtpd.log")}
 	// The socket directory the roost package makes in Postfix's queue.
 	if err := os.MkdirAll(filepath.Dir(r.socket), 0o750); err != nil {
 		t.Fatal(err)
@@ -68,11 +69,11 @@ func newRoost(t *testing.T, pf *postfix) *roost {
 	if err := os.MkdirAll(r.mailRoot, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	users := filepath.Join(pf.dir, "users")
+	users := filepath.Join(pf.Dir, "users")
 	if err := os.WriteFile(users, []byte(e2eUsers), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r.config = filepath.Join(pf.dir, "roost.yaml")
+	r.config = filepath.Join(pf.Dir, "roost.yaml")
 	cfg := fmt.Sprintf(`mail:
   root: %s
   fsync: true
@@ -241,24 +242,37 @@ func msgs(prefix, to string, n, body int) ([]outMsg, []string) {
 	return out, ids
 }
 
+// postfixSnippet is the path of a file in deploy/postfix (a main.cf or
+// master.cf snippet, or the vmailbox map).
+func postfixSnippet(name string) string {
+	return filepath.Join("..", "..", "deploy", "postfix", name)
+}
+
 var reSaved = regexp.MustCompile(`Saved UID (\d+) in (\S+)`)
 
 func TestPostfixEndToEnd(t *testing.T) {
-	pf := startPostfix(t, []string{"lmtp-virtual.main.cf"}, "")
+	testenv.Require(t, "python3", "python3")
+	pf := testenv.StartPostfix(t, testenv.PostfixOptions{MainSnippets: []string{postfixSnippet("lmtp-virtual.main.cf")}})
 	r := newRoost(t, pf)
 	r.startLmtpd()
-	pf.paths = strings.NewReplacer("/usr/bin/roostctl", filepath.Join(r.bin, "roostctl"), "/etc/roost/roost.yaml", r.config)
+	// reconfigure loads one deploy/postfix snippet, with its install paths
+	// pointing at the test's roostctl and config.
+	paths := strings.NewReplacer("/usr/bin/roostctl", filepath.Join(r.bin, "roostctl"), "/etc/roost/roost.yaml", r.config)
+	reconfigure := func(snippet, master string, settings ...string) {
+		t.Helper()
+		pf.Reconfigure(testenv.PostfixOptions{MainSnippets: []string{postfixSnippet(snippet)}, Settings: settings, Master: master, Paths: paths})
+	}
 
 	t.Run("delivered through lmtpd", func(t *testing.T) {
 		out, ids := msgs("basic", "alice@example.edu", 3, 3000)
 		out[2].To = []string{"alice@example.edu", "carol@example.edu"}
-		pf.sendSMTP(1, out)
-		pf.waitFinal(ids, 60*time.Second)
-		final := map[string]logEntry{}
-		last, _ := pf.deliveries()
+		sendSMTP(t, pf.Port, 1, out)
+		pf.WaitFinal(ids, 60*time.Second)
+		final := map[string]testenv.PostfixStatus{}
+		last, _ := pf.Deliveries()
 		for _, e := range last {
-			if e.rcpt == "alice@example.edu" {
-				final[e.messageID] = e
+			if e.Rcpt == "alice@example.edu" {
+				final[e.MessageID] = e
 			}
 		}
 		inbox := r.mailbox("alice@example.edu")
@@ -268,9 +282,9 @@ func TestPostfixEndToEnd(t *testing.T) {
 		checkIntact(t, inbox)
 		for _, m := range inbox {
 			e := final[m.id]
-			sm := reSaved.FindStringSubmatch(e.reply)
-			if e.status != "sent" || sm == nil {
-				t.Errorf("<%s>: Postfix says %s (%s), want sent with a Saved UID reply", m.id, e.status, e.reply)
+			sm := reSaved.FindStringSubmatch(e.Reply)
+			if e.Status != "sent" || sm == nil {
+				t.Errorf("<%s>: Postfix says %s (%s), want sent with a Saved UID reply", m.id, e.Status, e.Reply)
 				continue
 			}
 			if uid, _ := strconv.Atoi(sm[1]); backend.UID(uid) != m.uid {
@@ -291,25 +305,25 @@ func TestPostfixEndToEnd(t *testing.T) {
 
 	t.Run("over quota defers with 4.2.2 and writes nothing", func(t *testing.T) {
 		first, ids := msgs("quota", "full@example.edu", 2, 2500)
-		pf.sendSMTP(1, first[:1])
-		pf.waitFinal(ids[:1], 60*time.Second)
-		pf.sendSMTP(1, first[1:])
-		e := pf.waitStatus(ids[1], "deferred", 60*time.Second)
-		if !strings.Contains(e.reply, "452 4.2.2") {
-			t.Errorf("deferral reply %q, want 452 4.2.2", e.reply)
+		sendSMTP(t, pf.Port, 1, first[:1])
+		pf.WaitFinal(ids[:1], 60*time.Second)
+		sendSMTP(t, pf.Port, 1, first[1:])
+		e := pf.WaitStatus(ids[1], "deferred", 60*time.Second)
+		if !strings.Contains(e.Reply, "452 4.2.2") {
+			t.Errorf("deferral reply %q, want 452 4.2.2", e.Reply)
 		}
 		if got := r.mailbox("full@example.edu"); len(got) != 1 {
 			t.Errorf("full@ has %d messages, want 1 (the second deferred)", len(got))
 		}
-		mustRun(t, "postsuper", "-c", pf.etc, "-d", e.queueID)
+		mustRun(t, "postsuper", "-c", pf.Etc, "-d", e.QueueID)
 	})
 
 	t.Run("unknown recipient bounces with 5.1.1", func(t *testing.T) {
 		out, ids := msgs("unknown", "nobody@example.edu", 1, 100)
-		pf.sendSMTP(1, out)
-		e := pf.waitFinal(ids, 60*time.Second)[ids[0]]
-		if e.status != "bounced" || !strings.Contains(e.reply, "550 5.1.1") {
-			t.Errorf("unknown recipient: status=%s (%s), want bounced 550 5.1.1", e.status, e.reply)
+		sendSMTP(t, pf.Port, 1, out)
+		e := pf.WaitFinal(ids, 60*time.Second)[ids[0]]
+		if e.Status != "bounced" || !strings.Contains(e.Reply, "550 5.1.1") {
+			t.Errorf("unknown recipient: status=%s (%s), want bounced 550 5.1.1", e.Status, e.Reply)
 		}
 		if _, err := os.Stat(filepath.Join(r.mailRoot, "example.edu", "nobody")); !os.IsNotExist(err) {
 			t.Errorf("something was written for the unknown user: %v", err)
@@ -319,12 +333,12 @@ func TestPostfixEndToEnd(t *testing.T) {
 	t.Run("1000 messages from 4 clients, each exactly once", func(t *testing.T) {
 		out, ids := msgs("burst", "bulk@example.edu", 1000, 1500)
 		start := time.Now()
-		pf.sendSMTP(4, out)
-		final := pf.waitFinal(ids, 150*time.Second)
+		sendSMTP(t, pf.Port, 4, out)
+		final := pf.WaitFinal(ids, 150*time.Second)
 		t.Logf("1000 messages through Postfix and lmtpd in %v", time.Since(start).Round(time.Millisecond))
 		for _, id := range ids {
-			if final[id].status != "sent" {
-				t.Fatalf("<%s>: status=%s (%s)", id, final[id].status, final[id].reply)
+			if final[id].Status != "sent" {
+				t.Fatalf("<%s>: status=%s (%s)", id, final[id].Status, final[id].Reply)
 			}
 		}
 		inbox := r.mailbox("bulk@example.edu")
@@ -348,7 +362,7 @@ func TestPostfixEndToEnd(t *testing.T) {
 	t.Run("lmtpd killed with SIGKILL during 200 deliveries", func(t *testing.T) {
 		out, ids := msgs("crash", "crash@example.edu", 200, 20000)
 		sent := make(chan struct{})
-		go func() { pf.sendSMTP(4, out); close(sent) }()
+		go func() { sendSMTP(t, pf.Port, 4, out); close(sent) }()
 		kills := 0
 		deadline := time.Now().Add(60 * time.Second)
 		for done := false; !done && time.Now().Before(deadline); {
@@ -357,11 +371,11 @@ func TestPostfixEndToEnd(t *testing.T) {
 			kills++
 			time.Sleep(time.Duration(rand.IntN(300)) * time.Millisecond)
 			r.startLmtpd()
-			pf.flush()
-			last, _ := pf.deliveries()
+			pf.Flush()
+			last, _ := pf.Deliveries()
 			n := 0
 			for _, e := range last {
-				if e.status == "sent" && strings.HasPrefix(e.messageID, "crash-") {
+				if e.Status == "sent" && strings.HasPrefix(e.MessageID, "crash-") {
 					n++
 				}
 			}
@@ -373,7 +387,7 @@ func TestPostfixEndToEnd(t *testing.T) {
 			}
 		}
 		<-sent
-		final := pf.waitFinal(ids, 120*time.Second)
+		final := pf.WaitFinal(ids, 120*time.Second)
 		logData, _ := os.ReadFile(r.logFile)
 		t.Logf("lmtpd killed %d times; %d retried deliveries were recognised as already stored", kills,
 			strings.Count(string(logData), "interrupted delivery found stored")+strings.Count(string(logData), "duplicate delivery suppressed"))
@@ -383,8 +397,8 @@ func TestPostfixEndToEnd(t *testing.T) {
 		inbox := r.mailbox("crash@example.edu")
 		seen := checkIntact(t, inbox)
 		for _, id := range ids {
-			if final[id].status != "sent" {
-				t.Errorf("<%s>: final status=%s (%s)", id, final[id].status, final[id].reply)
+			if final[id].Status != "sent" {
+				t.Errorf("<%s>: final status=%s (%s)", id, final[id].Status, final[id].Reply)
 			}
 			if seen[id] != 1 {
 				t.Errorf("<%s>: acknowledged to Postfix, stored %d times", id, seen[id])
@@ -394,12 +408,12 @@ func TestPostfixEndToEnd(t *testing.T) {
 	t.Run("local users via mailbox_transport", func(t *testing.T) {
 		// local(8) delivers to the system user nobody, handing the mailbox
 		// delivery to lmtpd as nobody@mx.example.test.
-		pf.reconfigure([]string{"lmtp-local.main.cf"}, "mydestination = mx.example.test\n", "")
+		reconfigure("lmtp-local.main.cf", "", "mydestination = mx.example.test")
 		out, ids := msgs("local", "nobody@mx.example.test", 1, 500)
-		pf.sendSMTP(1, out)
-		e := pf.waitFinal(ids, 60*time.Second)[ids[0]]
-		if e.status != "sent" || !strings.Contains(e.reply, "Saved UID") {
-			t.Fatalf("status=%s (%s), want sent by lmtpd", e.status, e.reply)
+		sendSMTP(t, pf.Port, 1, out)
+		e := pf.WaitFinal(ids, 60*time.Second)[ids[0]]
+		if e.Status != "sent" || !strings.Contains(e.Reply, "Saved UID") {
+			t.Fatalf("status=%s (%s), want sent by lmtpd", e.Status, e.Reply)
 		}
 		md := filepath.Join(r.mailRoot, "nobody", "Maildir")
 		if _, err := os.Stat(md); err != nil {
@@ -409,8 +423,8 @@ func TestPostfixEndToEnd(t *testing.T) {
 	r.stopLmtpd()
 
 	t.Run("Postfix virtual(8) writes the Maildir, Roost reads it", func(t *testing.T) {
-		vmailbox := filepath.Join(pf.etc, "vmailbox")
-		data, err := os.ReadFile(filepath.Join("..", "..", "deploy", "postfix", "vmailbox"))
+		vmailbox := filepath.Join(pf.Etc, "vmailbox")
+		data, err := os.ReadFile(postfixSnippet("vmailbox"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -423,14 +437,14 @@ func TestPostfixEndToEnd(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		pf.reconfigure([]string{"virtual-maildir.main.cf"},
-			fmt.Sprintf("virtual_mailbox_base = %s\nvirtual_mailbox_maps = texthash:%s\n", r.mailRoot, vmailbox), "")
+		reconfigure("virtual-maildir.main.cf", "",
+			"virtual_mailbox_base = "+r.mailRoot, "virtual_mailbox_maps = texthash:"+vmailbox)
 		out, ids := msgs("virtual", "bob@example.edu", 2, 5000)
-		pf.sendSMTP(1, out)
-		final := pf.waitFinal(ids, 60*time.Second)
+		sendSMTP(t, pf.Port, 1, out)
+		final := pf.WaitFinal(ids, 60*time.Second)
 		for _, id := range ids {
-			if final[id].status != "sent" {
-				t.Fatalf("<%s>: status=%s (%s)", id, final[id].status, final[id].reply)
+			if final[id].Status != "sent" {
+				t.Fatalf("<%s>: status=%s (%s)", id, final[id].Status, final[id].Reply)
 			}
 		}
 		md := filepath.Join(r.mailRoot, "example.edu", "bob", "Maildir")
@@ -480,7 +494,7 @@ func TestPostfixEndToEnd(t *testing.T) {
 
 	t.Run("roostctl deliver as an LDA through pipe(8)", func(t *testing.T) {
 		// The pipe runs as nobody: it must read the config and write Maildirs.
-		for _, f := range []string{r.config, filepath.Join(pf.dir, "users")} {
+		for _, f := range []string{r.config, filepath.Join(pf.Dir, "users")} {
 			if err := os.Chmod(f, 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -490,28 +504,28 @@ func TestPostfixEndToEnd(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		master, err := os.ReadFile(filepath.Join("..", "..", "deploy", "postfix", "lda.master.cf"))
+		master, err := os.ReadFile(postfixSnippet("lda.master.cf"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		entry := strings.ReplaceAll(string(master), "user=vmail", "user=nobody")
-		pf.reconfigure([]string{"lmtp-virtual.main.cf"}, "virtual_transport = roost-lda\n", entry)
+		reconfigure("lmtp-virtual.main.cf", entry, "virtual_transport = roost-lda")
 
 		out, ids := msgs("lda", "lda@example.edu", 2, 800)
 		full, fullIDs := msgs("ldafull", "ldafull@example.edu", 1, 3000)
 		unknown, unknownIDs := msgs("ldaunknown", "nosuchuser@example.edu", 1, 100)
-		pf.sendSMTP(1, append(append(out, full...), unknown...))
-		final := pf.waitFinal(append(ids, unknownIDs...), 60*time.Second)
+		sendSMTP(t, pf.Port, 1, append(append(out, full...), unknown...))
+		final := pf.WaitFinal(append(ids, unknownIDs...), 60*time.Second)
 		for _, id := range ids {
-			if final[id].status != "sent" {
-				t.Errorf("<%s>: status=%s (%s)", id, final[id].status, final[id].reply)
+			if final[id].Status != "sent" {
+				t.Errorf("<%s>: status=%s (%s)", id, final[id].Status, final[id].Reply)
 			}
 		}
-		if e := final[unknownIDs[0]]; e.status != "bounced" {
-			t.Errorf("unknown user via the LDA: status=%s (%s), want bounced", e.status, e.reply)
+		if e := final[unknownIDs[0]]; e.Status != "bounced" {
+			t.Errorf("unknown user via the LDA: status=%s (%s), want bounced", e.Status, e.Reply)
 		}
-		if e := pf.waitStatus(fullIDs[0], "deferred", 60*time.Second); !strings.Contains(e.reply, "4.2.2") {
-			t.Errorf("over quota via the LDA: %q, want a deferral with 4.2.2", e.reply)
+		if e := pf.WaitStatus(fullIDs[0], "deferred", 60*time.Second); !strings.Contains(e.Reply, "4.2.2") {
+			t.Errorf("over quota via the LDA: %q, want a deferral with 4.2.2", e.Reply)
 		}
 		inbox := r.mailbox("lda@example.edu")
 		checkIntact(t, inbox)
@@ -532,11 +546,11 @@ func TestPostfixEndToEnd(t *testing.T) {
 		// local(8) runs the command as the recipient, nobody.
 		md := filepath.Join(r.mailRoot, "nobody")
 		mustRun(t, "chown", "-R", "nobody", md)
-		pf.reconfigure([]string{"lda-local.main.cf"}, "mydestination = mx.example.test\n", "")
+		reconfigure("lda-local.main.cf", "", "mydestination = mx.example.test")
 		out, ids := msgs("mboxcmd", "nobody@mx.example.test", 1, 700)
-		pf.sendSMTP(1, out)
-		if e := pf.waitFinal(ids, 60*time.Second)[ids[0]]; e.status != "sent" {
-			t.Fatalf("status=%s (%s)", e.status, e.reply)
+		sendSMTP(t, pf.Port, 1, out)
+		if e := pf.WaitFinal(ids, 60*time.Second)[ids[0]]; e.Status != "sent" {
+			t.Fatalf("status=%s (%s)", e.Status, e.Reply)
 		}
 		var found bool
 		for _, m := range r.mailbox("nobody") {

@@ -266,7 +266,7 @@ func adminGuideDelivery(t *testing.T, socketDir, curl string) {
 		"-days", "2", "-subj", "/CN=localhost", "-keyout", tlsDir+"/key.pem", "-out", tlsDir+"/cert.pem")
 	run(t, "chgrp", "-R", "vmail", tlsDir)
 	run(t, "chmod", "0640", tlsDir+"/key.pem", tlsDir+"/cert.pem")
-	imaps, pop3s := opstest.FreePort(t), opstest.FreePort(t)
+	imaps, pop3s := testenv.FreePort(t), testenv.FreePort(t)
 	socket := socketDir + "/lmtp"
 	conf := fmt.Sprintf(`mail: {root: /var/vmail}
 imap: {listen: [], listen_tls: ["127.0.0.1:%d"]}

@@ -1,7 +1,8 @@
 // Package testenv lets tests demand real programs (slapd, Postfix, curl,
 // fetchmail, mbsync, python3). Outside CI a missing program skips the test;
 // with CI=true it fails, because CI installs everything the tests need.
-// StartSlapd runs a private OpenLDAP server on loopback for one test.
+// StartSlapd runs a private OpenLDAP server on loopback for one test;
+// StartPostfix runs the private Postfix, one test at a time across packages.
 package testenv
 
 import (

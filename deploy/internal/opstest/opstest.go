@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/roost-mail/roost/internal/testenv"
 )
 
 // Root returns the top of the checkout (the directory holding go.mod).
@@ -52,15 +54,11 @@ func Build(t testing.TB, commands ...string) string {
 	return dir
 }
 
-// FreePort returns a loopback TCP port nobody listens on.
+// FreePort is testenv.FreePort, kept for the deployment tests that
+// still call it here (deploy/fail2ban).
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return testenv.FreePort(t)
 }
 
 // Listening reports whether something accepts connections on the port.
