@@ -30,7 +30,7 @@ func TestFilterMatchesLiveDaemons(t *testing.T) {
 			if err := os.WriteFile(users, []byte("alice:{PLAIN}right-password::::::\n"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			imapPort, pop3Port := opstest.FreePort(t), opstest.FreePort(t)
+			imapPort, pop3Port := testenv.FreePort(t), testenv.FreePort(t)
 			cfg := filepath.Join(dir, "roost.yaml")
 			conf := fmt.Sprintf(`mail: {root: %s/mail}
 auth: {backend: file, file: {path: %s}}

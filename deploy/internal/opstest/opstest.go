@@ -14,8 +14,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/roost-mail/roost/internal/testenv"
 )
 
 // Root returns the top of the checkout (the directory holding go.mod).
@@ -52,13 +50,6 @@ func Build(t testing.TB, commands ...string) string {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return dir
-}
-
-// FreePort is testenv.FreePort, kept for the deployment tests that
-// still call it here (deploy/fail2ban).
-func FreePort(t testing.TB) int {
-	t.Helper()
-	return testenv.FreePort(t)
 }
 
 // Listening reports whether something accepts connections on the port.
