@@ -193,37 +193,64 @@ func BenchmarkSyncUnchanged100k(b *testing.B) {
 	}
 }
 
+// forceRewrite makes the next uidlist write of mb a full rewrite by
+// rename, as every write was before records were appended: the "rewrite"
+// half of the before/after benchmarks.
+func forceRewrite(mb backend.Mailbox) {
+	st := mb.(*mailbox).st
+	st.mu.Lock()
+	st.fileClean = false
+	st.mu.Unlock()
+}
+
+// benchModes runs f once per uidlist write mode on one shared mailbox:
+// "rewrite" (the old way, the baseline) then "append".
+func benchModes(b *testing.B, f func(b *testing.B, rewrite bool)) {
+	for _, mode := range []string{"rewrite", "append"} {
+		b.Run(mode, func(b *testing.B) { f(b, mode == "rewrite") })
+	}
+}
+
 // BenchmarkPickUpNew1000: 1,000 Postfix deliveries (LF, no ",S=") land
 // in new/ of an open 100,000-message INBOX; one Sync numbers them.
 func BenchmarkPickUpNew1000(b *testing.B) {
 	root := makeBigMaildir(b, benchMessages)
 	s := New(Options{SpecialUse: map[string]string{}})
 	defer s.Close()
-	mb, _ := openInbox(b, s, root)
+	mb, snap := openInbox(b, s, root)
 	defer mb.Close()
+	have := len(snap.Messages)
 	body := []byte("Return-Path: <a@example.edu>\nSubject: new\n\nnew mail\n")
-	var cpu time.Duration
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		b.StopTimer()
-		for j := 0; j < 1000; j++ {
-			name := fmt.Sprintf("%d.V801I%xM%d.mx1", time.Now().Unix(), i*1000+j, j)
-			if err := os.WriteFile(filepath.Join(root, "new", name), body, 0o600); err != nil {
+	seq := 0
+	benchModes(b, func(b *testing.B, rewrite bool) {
+		var cpu time.Duration
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			for j := 0; j < 1000; j++ {
+				seq++
+				name := fmt.Sprintf("%d.V801I%xM%d.mx1", time.Now().Unix(), seq, j)
+				if err := os.WriteFile(filepath.Join(root, "new", name), body, 0o600); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if rewrite {
+				forceRewrite(mb)
+			}
+			b.StartTimer()
+			c0 := cpuTime()
+			snap, err := mb.Sync(context.Background())
+			cpu += cpuTime() - c0
+			if err != nil {
 				b.Fatal(err)
 			}
+			if len(snap.Messages) != have+1000 {
+				b.Fatalf("%d messages, want %d", len(snap.Messages), have+1000)
+			}
+			have = len(snap.Messages)
 		}
-		b.StartTimer()
-		c0 := cpuTime()
-		snap, err := mb.Sync(context.Background())
-		cpu += cpuTime() - c0
-		if err != nil {
-			b.Fatal(err)
-		}
-		if len(snap.Messages) != benchMessages+(i+1)*1000 {
-			b.Fatalf("%d messages", len(snap.Messages))
-		}
-	}
-	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/op")
+		b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/op")
+	})
 }
 
 // BenchmarkCRLFSize: computing the CRLF size of an LF message.
@@ -287,7 +314,7 @@ func BenchmarkUidlistParse(b *testing.B) {
 }
 
 // BenchmarkAppend100k: one APPEND/LMTP delivery into a 100,000-message
-// INBOX (the uidlist is rewritten whole, by rename).
+// INBOX: "append" adds one uidlist record, "rewrite" replaces the list.
 func BenchmarkAppend100k(b *testing.B) {
 	root := makeBigMaildir(b, benchMessages)
 	s := New(Options{SpecialUse: map[string]string{}})
@@ -295,12 +322,17 @@ func BenchmarkAppend100k(b *testing.B) {
 	mb, _ := openInbox(b, s, root)
 	defer mb.Close()
 	msg := "From: a@example.edu\nSubject: append\n\n" + strings.Repeat("body line\n", 200)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := mb.Append(context.Background(), strings.NewReader(msg), backend.AppendOptions{}); err != nil {
-			b.Fatal(err)
+	benchModes(b, func(b *testing.B, rewrite bool) {
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if rewrite {
+				forceRewrite(mb)
+			}
+			if _, err := mb.Append(context.Background(), strings.NewReader(msg), backend.AppendOptions{}); err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
+	})
 }
 
 // BenchmarkStoreSync100k: one flag change then Sync (IMAP STORE) in a

@@ -148,6 +148,6 @@ func (st *mboxState) loadFromCache() bool {
 	st.msgs, st.locs, st.byKey = msgs, locs, nil
 	st.newID, st.curID = c.newID, c.curID
 	st.cacheHdr = c.header()
-	st.snap = &backend.Snapshot{UIDValidity: st.uidValidity, UIDNext: backend.UID(st.nextUID), Messages: msgs, Changed: ch}
+	st.snap = &backend.Snapshot{UIDValidity: st.uidValidity, UIDNext: backend.UID(st.nextUID), Messages: msgs[:len(msgs):len(msgs)], Changed: ch}
 	return true
 }

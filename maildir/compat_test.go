@@ -211,13 +211,17 @@ func TestUIDLKept(t *testing.T) {
 	if len(s.Messages) != 1 || s.Messages[0].UID != 8 || s.Messages[0].UIDL != "UID17-1111" {
 		t.Fatalf("messages %+v, want UID 8 with UIDL UID17-1111", s.Messages)
 	}
-	// A rewrite (append) keeps P, O and the header's G.
+	// The rewrite that added T (first Sync) kept P, O and the header's G;
+	// the Append then only appended its record, leaving N behind.
 	if _, err := mb.Append(context.Background(), strings.NewReader("Subject: n\n\n"), backend.AppendOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	ul, _ := os.ReadFile(filepath.Join(root, uidlistName))
-	if !strings.HasPrefix(string(ul), "3 V1234 N10 Gabc\n8 O3 PUID17-1111 ") {
-		t.Errorf("uidlist lost fields:\n%s", ul)
+	if !strings.HasPrefix(string(ul), "3 V1234 N9 Gabc\n8 O3 PUID17-1111 ") || !strings.Contains(string(ul), "\n9 ") {
+		t.Errorf("uidlist lost fields or the appended record:\n%s", ul)
+	}
+	if p, warns, err := parseUidlist(ul); err != nil || len(warns) > 0 || p.nextUID != 10 {
+		t.Errorf("reparse: %v %v, next UID %v, want 10", err, warns, p)
 	}
 }
 

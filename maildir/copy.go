@@ -109,7 +109,7 @@ func (st *mboxState) dropRecords(ctx context.Context, uids []backend.UID, truste
 		return err
 	}
 	st.msgs, st.locs = filter()
-	return st.writeUidlist(st.msgs)
+	return st.writeUidlist(st.msgs, -1)
 }
 
 func (mb *mailbox) Copy(ctx context.Context, uids []backend.UID, dest string) (backend.CopyResult, error) {

@@ -15,9 +15,11 @@
 //   - A message's UID never changes and is never reused in one
 //     UIDVALIDITY; UIDVALIDITY changes only when the uidlist is lost or
 //     unreadable beyond its header. Files removed out of band keep it.
-//   - State files are replaced by rename, never rewritten in place, so
-//     lock-free readers never see a torn file; writers of the uidlist and
-//     keywords hold the dovecot-uidlist.lock dotlock (NFS-safe).
+//   - State files are replaced by rename, never rewritten in place; the
+//     uidlist also grows by appended records (new messages only, as
+//     Dovecot does), and readers ignore an unterminated last line, so
+//     lock-free readers never act on a torn record; writers of the uidlist
+//     and keywords hold the dovecot-uidlist.lock dotlock (NFS-safe).
 //   - A message file becomes visible only complete (tmp/ then a
 //     no-replace rename) and is never overwritten; a failed Append or Copy
 //     leaves nothing; quota is checked before the file becomes visible.

@@ -15,6 +15,7 @@ import (
 func FuzzUidlist(f *testing.F) {
 	f.Add([]byte("3 V1795628282 N5 G38460b21fa1c076bab65000083ecc375\n1 :1795628282.M554387P26027.vm,S=294,W=308\n"))
 	f.Add([]byte("1 795628365 4\n1 1795628360.M350350P28083.vm,S=76\n"))
+	f.Add([]byte("3 V1795628282 N1 G38460b21fa1c076bab65000083ecc375\n1 T1700000000 :a,S=1\n2 W9 :b\n3 T17"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ul, _, err := parseUidlist(data)
 		if err != nil {
@@ -38,6 +39,23 @@ func FuzzUidlist(f *testing.F) {
 		}
 		if !bytes.Equal(ul2.marshal(), out) {
 			t.Fatalf("marshal not stable:\n%q\n%q", out, ul2.marshal())
+		}
+		// Appending the second half of the records to a list holding the
+		// first half (header N left behind) reads back as the whole list.
+		half := *ul
+		half.recs = ul.recs[:len(ul.recs)/2]
+		var app bytes.Buffer
+		app.Write(half.marshal())
+		for i := range ul.recs[len(half.recs):] {
+			ul.recs[len(half.recs)+i].appendTo(&app)
+		}
+		ul3, warns, err := parseUidlist(app.Bytes())
+		if err != nil || len(warns) > 0 || ul3.torn {
+			t.Fatalf("reparse of appended %q: %v %v", app.Bytes(), err, warns)
+		}
+		ul3.nextUID = ul2.nextUID
+		if !bytes.Equal(ul3.marshal(), out) {
+			t.Fatalf("appended list differs:\n%q\n%q", out, ul3.marshal())
 		}
 	})
 }

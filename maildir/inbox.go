@@ -64,7 +64,7 @@ func (u *user) renameInbox(ctx context.Context, newC string) error {
 	if err := writeAtomic(filepath.Join(dst.dir, keywordsName), src.kw.marshal(), u.s.opts.Fsync, u.own, u.s.names); err != nil {
 		return fmt.Errorf("maildir: rename INBOX: %w", err)
 	}
-	if err := dst.writeUidlist(all); err != nil {
+	if err := dst.writeUidlist(all, -1); err != nil {
 		return fmt.Errorf("maildir: rename INBOX: %w", err)
 	}
 	for i, m := range src.msgs {
@@ -82,7 +82,7 @@ func (u *user) renameInbox(ctx context.Context, newC string) error {
 	src.msgs, src.locs = nil, nil
 	src.byKey = map[string]backend.UID{}
 	src.snap = nil
-	if err := src.writeUidlist(nil); err != nil {
+	if err := src.writeUidlist(nil, -1); err != nil {
 		return fmt.Errorf("maildir: rename INBOX: %w", err)
 	}
 	src.notify()

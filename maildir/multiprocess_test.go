@@ -105,7 +105,8 @@ func runMultiProcessRole(role string) int {
 			}
 			uidOf[m.Key], keyOf[m.UID] = m.UID, m.Key
 		}
-		// Readers take no lock: the uidlist must always parse cleanly.
+		// Readers take no lock: the uidlist must always parse without a bad
+		// line (an unterminated last line is an append under way, not one).
 		if data, err := os.ReadFile(filepath.Join(root, uidlistName)); err == nil {
 			if _, warns, err := parseUidlist(data); err != nil || len(warns) > 0 {
 				fmt.Fprintln(w, "ERR torn uidlist:", err, warns)

@@ -141,16 +141,16 @@ func (st *mboxState) deliver(ctx context.Context, ps []pending) ([]backend.Messa
 			}
 		}
 	}
-	all := make([]backend.Message, len(st.msgs), len(st.msgs)+len(out))
-	copy(all, st.msgs)
-	all = append(all, out...)
-	if err := st.writeUidlist(all); err != nil {
+	// Appended in place: published snapshots are capped at their length,
+	// so the elements past it are this writer's alone (no 100k copy).
+	all := append(st.msgs, out...)
+	if err := st.writeUidlist(all, len(st.msgs)); err != nil {
 		undo()
 		st.nextUID = next
 		return nil, err
 	}
 	st.msgs = all
-	st.locs = append(append(make([]loc, 0, len(all)), st.locs...), locs...)
+	st.locs = append(st.locs, locs...)
 	idx := st.keyIndex()
 	for _, m := range out {
 		idx[m.Key] = m.UID

@@ -56,6 +56,8 @@ type mboxState struct {
 	snap        *backend.Snapshot
 	own         owner
 	mustWrite   bool   // the uidlist on disk is missing or was rebuilt
+	fileRecs    int    // records in the uidlist file: st.msgs[:fileRecs] if nothing was dropped since
+	fileClean   bool   // the uidlist file is v3, newline-terminated, without bad lines: appendable
 	cacheHdr    string // identities recorded in roost-cache
 
 	chMu    sync.Mutex
@@ -100,7 +102,9 @@ func (st *mboxState) ownChange(trusted bool) {
 	}
 	st.newID = statID(filepath.Join(st.dir, "new"))
 	st.curID = statID(filepath.Join(st.dir, "cur"))
-	st.snap = &backend.Snapshot{UIDValidity: st.uidValidity, UIDNext: backend.UID(st.nextUID), Messages: st.msgs, Changed: ch}
+	// Capped: deliver appends to st.msgs in place, beyond what this shows.
+	n := len(st.msgs)
+	st.snap = &backend.Snapshot{UIDValidity: st.uidValidity, UIDNext: backend.UID(st.nextUID), Messages: st.msgs[:n:n], Changed: ch}
 }
 
 func (st *mboxState) path(i int) string {
@@ -282,7 +286,13 @@ func (st *mboxState) rescan(ctx context.Context, lk *dotlock) error {
 		next := st.nextUID
 		st.assign(&res)
 		all, locs, visible, changed := st.build(&res)
-		if err := st.writeUidlist(all); err != nil {
+		// Only new files: their records can be appended, unless a record
+		// was dropped or enriched.
+		keep := len(all) - len(res.added)
+		if res.enrich != nil {
+			keep = -1
+		}
+		if err := st.writeUidlist(all, keep); err != nil {
 			st.nextUID = next
 			return err
 		}
@@ -321,11 +331,12 @@ func (st *mboxState) loadState(locked bool) error {
 	if st.loaded && id == st.ulID {
 		return nil
 	}
-	ul, fresh, err := st.readUidlist(ulPath, locked)
+	ul, fresh, clean, err := st.readUidlist(ulPath, locked)
 	if err != nil {
 		return err
 	}
 	st.mustWrite = fresh
+	st.fileRecs, st.fileClean = len(ul.recs), clean && !fresh
 	st.ulID = id
 	st.loaded = true
 	st.uidValidity, st.nextUID, st.hdrExtra = ul.uidValidity, ul.nextUID, ul.hdrExtra
@@ -372,11 +383,12 @@ func (st *mboxState) loadState(locked bool) error {
 
 // readUidlist reads dovecot-uidlist, importing courierimapuiddb or starting
 // a fresh list when there is none. A corrupt list is rebuilt keeping its
-// UIDVALIDITY when the header can still be read.
-func (st *mboxState) readUidlist(path string, locked bool) (ul *uidlist, fresh bool, err error) {
+// UIDVALIDITY when the header can still be read. clean reports a v3 file
+// with no bad or torn line, to which new records may be appended.
+func (st *mboxState) readUidlist(path string, locked bool) (ul *uidlist, fresh, clean bool, err error) {
 	data, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, false, fmt.Errorf("read %s: %w", path, err)
+		return nil, false, false, fmt.Errorf("read %s: %w", path, err)
 	}
 	if err == nil {
 		parsed, warns, perr := parseUidlist(data)
@@ -384,7 +396,16 @@ func (st *mboxState) readUidlist(path string, locked bool) (ul *uidlist, fresh b
 			st.s.log.Warn("dovecot-uidlist: bad record; its message gets a new UID", "file", path, "problem", w)
 		}
 		if perr == nil {
-			return parsed, false, nil
+			if parsed.torn {
+				if locked {
+					// Under the lock no append is under way: a writer died
+					// mid-append. The next write replaces the file.
+					st.s.log.Warn("dovecot-uidlist ends in a torn line (a write cut short); ignored, its UID is not reused, the file will be rewritten", "file", path)
+				} else {
+					st.s.log.Debug("dovecot-uidlist: unterminated last line (an append under way?), ignored", "file", path)
+				}
+			}
+			return parsed, false, len(warns) == 0 && !parsed.torn && parsed.version == 3, nil
 		}
 		if !locked && len(data) == 0 {
 			// Another writer may be mid-way; Roost and Dovecot rename
@@ -395,9 +416,9 @@ func (st *mboxState) readUidlist(path string, locked bool) (ul *uidlist, fresh b
 		if old, ok := salvageUIDValidity(data); ok {
 			old.hdrExtra = []string{newMailboxGUID()}
 			st.s.log.Warn("dovecot-uidlist rebuilt keeping its UIDVALIDITY and readable records", "file", path, "uidvalidity", old.uidValidity, "records", len(old.recs))
-			return old, true, nil
+			return old, true, false, nil
 		}
-		return st.freshUidlist(), true, nil
+		return st.freshUidlist(), true, false, nil
 	}
 	cpath := filepath.Join(st.dir, "courierimapuiddb")
 	if cdata, cerr := os.ReadFile(cpath); cerr == nil {
@@ -409,11 +430,11 @@ func (st *mboxState) readUidlist(path string, locked bool) (ul *uidlist, fresh b
 			st.s.log.Info("importing Courier UIDs into dovecot-uidlist", "file", cpath, "messages", len(cul.recs))
 			cul.version = 3
 			cul.hdrExtra = []string{newMailboxGUID()}
-			return cul, true, nil
+			return cul, true, false, nil
 		}
 		st.s.log.Warn("courierimapuiddb unreadable; ignoring it", "file", cpath, "err", perr)
 	}
-	return st.freshUidlist(), true, nil
+	return st.freshUidlist(), true, false, nil
 }
 
 // salvageUIDValidity rebuilds a damaged list from whatever survives: the

@@ -1,6 +1,7 @@
 package maildir
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -249,7 +250,7 @@ func (st *mboxState) commit(res *matchResult, all []backend.Message, locs []loc,
 		}
 	}
 	st.chMu.Unlock()
-	st.snap = &backend.Snapshot{UIDValidity: st.uidValidity, UIDNext: backend.UID(st.nextUID), Messages: visible, Changed: ch}
+	st.snap = &backend.Snapshot{UIDValidity: st.uidValidity, UIDNext: backend.UID(st.nextUID), Messages: visible[:len(visible):len(visible)], Changed: ch}
 }
 
 // keywords returns the shared, sorted keyword slice for letter bits.
@@ -265,23 +266,69 @@ func (st *mboxState) keywords(bits uint32) []string {
 	return k
 }
 
-// writeUidlist writes all (the full message list) as the uidlist. Caller
-// holds the uidlist lock.
-func (st *mboxState) writeUidlist(all []backend.Message) error {
+// writeUidlist records all (the full message list) in the uidlist. When
+// the first keep messages are exactly the records of the file on disk and
+// that file is clean, only the rest are appended (O_APPEND; the header's N
+// then lags, as in Dovecot's files), so a delivery costs its own records
+// rather than the whole list. Otherwise (keep < 0: records dropped or
+// changed, a new header, a rebuilt, torn or damaged file) the file is
+// replaced by temp file + rename. Caller holds the uidlist lock.
+func (st *mboxState) writeUidlist(all []backend.Message, keep int) error {
+	p := filepath.Join(st.dir, uidlistName)
+	if keep >= 0 && keep == st.fileRecs && st.fileClean && !st.mustWrite && st.loaded &&
+		st.ulID.ok && statID(p) == st.ulID {
+		if keep == len(all) {
+			return nil
+		}
+		if err := st.appendUidlist(p, all[keep:]); err != nil {
+			st.loaded = false // reread before trusting memory again
+			return fmt.Errorf("append to uidlist: %w", err)
+		}
+		st.fileRecs = len(all)
+		st.ulID = statID(p)
+		return nil
+	}
 	ul := uidlist{version: 3, uidValidity: st.uidValidity, nextUID: st.nextUID, hdrExtra: st.hdrExtra}
 	ul.recs = make([]ulRec, len(all))
 	for i, m := range all {
-		r := ulRec{uid: uint32(m.UID), key: m.Key, vsize: m.Size, uidl: m.UIDL, ext: st.ext[m.UID]}
-		if !m.InternalDate.IsZero() {
-			r.mtime = m.InternalDate.Unix()
-		}
-		ul.recs[i] = r
+		ul.recs[i] = st.record(m)
 	}
-	p := filepath.Join(st.dir, uidlistName)
 	if err := writeAtomic(p, ul.marshal(), st.s.opts.Fsync, st.own, st.s.names); err != nil {
 		st.loaded = false // reread before trusting memory again
 		return fmt.Errorf("write uidlist: %w", err)
 	}
 	st.ulID = statID(p)
+	st.fileRecs, st.fileClean = len(all), true
 	return nil
+}
+
+func (st *mboxState) record(m backend.Message) ulRec {
+	r := ulRec{uid: uint32(m.UID), key: m.Key, vsize: m.Size, uidl: m.UIDL, ext: st.ext[m.UID]}
+	if !m.InternalDate.IsZero() {
+		r.mtime = m.InternalDate.Unix()
+	}
+	return r
+}
+
+// appendUidlist appends records for msgs in one write. A crash part-way
+// leaves a torn last line, which readers ignore and the next writer
+// replaces.
+func (st *mboxState) appendUidlist(p string, msgs []backend.Message) error {
+	var b bytes.Buffer
+	for _, m := range msgs {
+		r := st.record(m)
+		r.appendTo(&b)
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b.Bytes())
+	if err == nil && st.s.opts.Fsync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

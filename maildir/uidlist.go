@@ -37,11 +37,18 @@ type uidlist struct {
 	nextUID     uint32
 	hdrExtra    []string // header fields other than V and N, verbatim
 	recs        []ulRec  // ascending uid
+	// torn: the last line had no newline, a crash during an append (or an
+	// append in progress, for a reader without the lock). It is ignored,
+	// its UID is never reused, and writers rewrite the file instead of
+	// appending after it.
+	torn bool
 }
 
 // parseUidlist parses a uidlist. It returns an error only if the header is
 // unusable; bad records are skipped and described in warnings (their
-// messages get new UIDs, nothing is lost).
+// messages get new UIDs, nothing is lost). The next UID is the highest of
+// the header's N (which lags behind appended records, in Dovecot's files
+// as in Roost's), every UID seen plus one, and the UID of a torn last line.
 func parseUidlist(data []byte) (*uidlist, []string, error) {
 	s := string(data)
 	nl := strings.IndexByte(s, '\n')
@@ -99,9 +106,12 @@ func parseUidlist(data []byte) (*uidlist, []string, error) {
 		if i := strings.IndexByte(rest, '\n'); i >= 0 {
 			line, rest = rest[:i], rest[i+1:]
 		} else {
-			// A final line without newline is a torn write by some other
-			// tool; Roost never leaves one (it renames complete files).
-			warns = append(warns, fmt.Sprintf("line %d: no newline (truncated), ignored", lineNo))
+			// A final line without newline is an append cut short (or
+			// still under way): ignore it, but never hand out its UID again.
+			ul.torn = true
+			if u := leadingUID(rest); u > last {
+				last = u
+			}
 			break
 		}
 		if line == "" {
@@ -124,6 +134,20 @@ func parseUidlist(data []byte) (*uidlist, []string, error) {
 		ul.nextUID = last + 1
 	}
 	return ul, warns, nil
+}
+
+// leadingUID returns the number a (possibly torn) record line starts with,
+// or 0.
+func leadingUID(line string) uint32 {
+	end := 0
+	for end < len(line) && end < 10 && line[end] >= '0' && line[end] <= '9' {
+		end++
+	}
+	n, err := strconv.ParseUint(line[:end], 10, 32)
+	if err != nil {
+		return 0
+	}
+	return uint32(n)
 }
 
 func parseUidlistRec(line string, version int) (ulRec, error) {
@@ -200,33 +224,37 @@ func (ul *uidlist) marshal() []byte {
 		b.WriteString(f)
 	}
 	b.WriteByte('\n')
-	var num [20]byte
 	for i := range ul.recs {
-		r := &ul.recs[i]
-		b.Write(strconv.AppendUint(num[:0], uint64(r.uid), 10))
-		if r.ext != "" {
-			b.WriteByte(' ')
-			b.WriteString(r.ext)
-		}
-		if r.uidl != "" {
-			b.WriteString(" P")
-			b.WriteString(r.uidl)
-		}
-		if r.vsize >= 0 {
-			if w, ok := sizeField(r.key, 'W'); !ok || w != r.vsize {
-				b.WriteString(" W")
-				b.Write(strconv.AppendInt(num[:0], r.vsize, 10))
-			}
-		}
-		if r.mtime > 0 {
-			b.WriteString(" T")
-			b.Write(strconv.AppendInt(num[:0], r.mtime, 10))
-		}
-		b.WriteString(" :")
-		b.WriteString(r.key)
-		b.WriteByte('\n')
+		ul.recs[i].appendTo(&b)
 	}
 	return b.Bytes()
+}
+
+// appendTo writes the record as one version 3 line.
+func (r *ulRec) appendTo(b *bytes.Buffer) {
+	var num [20]byte
+	b.Write(strconv.AppendUint(num[:0], uint64(r.uid), 10))
+	if r.ext != "" {
+		b.WriteByte(' ')
+		b.WriteString(r.ext)
+	}
+	if r.uidl != "" {
+		b.WriteString(" P")
+		b.WriteString(r.uidl)
+	}
+	if r.vsize >= 0 {
+		if w, ok := sizeField(r.key, 'W'); !ok || w != r.vsize {
+			b.WriteString(" W")
+			b.Write(strconv.AppendInt(num[:0], r.vsize, 10))
+		}
+	}
+	if r.mtime > 0 {
+		b.WriteString(" T")
+		b.Write(strconv.AppendInt(num[:0], r.mtime, 10))
+	}
+	b.WriteString(" :")
+	b.WriteString(r.key)
+	b.WriteByte('\n')
 }
 
 // newMailboxGUID returns a Dovecot-style 128-bit mailbox GUID field.
