@@ -2,6 +2,7 @@ package lmtp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -55,6 +56,13 @@ func (d Delivery) Store(ctx context.Context, prefix string, body io.ReaderAt, si
 		return backend.AppendResult{UID: last.uid, Size: int64(len(prefix)) + size}, last.folder, true, nil
 	}
 	mb, err := d.User.OpenMailbox(ctx, folder)
+	if errors.Is(err, backend.ErrNoSuchMailbox) && folder != "INBOX" {
+		// The +detail folder is listed but cannot be opened (removed
+		// meanwhile, or refused by the store as unsafe): INBOX, as for a
+		// missing folder.
+		folder = "INBOX"
+		mb, err = d.User.OpenMailbox(ctx, folder)
+	}
 	if err != nil {
 		return res, "", false, fmt.Errorf("open %s: %w", folder, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/roost-mail/roost/backend"
@@ -142,6 +143,9 @@ func (s *Store) Open(ctx context.Context, acct backend.Account) (backend.User, e
 			return nil, fmt.Errorf("maildir: create %s/%s: %w", root, sub, err)
 		}
 	}
+	if err := checkOwner(root, own); err != nil {
+		return nil, fmt.Errorf("maildir: account %q: %w", acct.Name, err)
+	}
 	u := &user{s: s, acct: acct, root: root, own: own,
 		log: s.log.With("user", acct.Name)}
 	for name, use := range s.opts.SpecialUse {
@@ -235,6 +239,27 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	if h != nil {
 		return h.w.Close()
+	}
+	return nil
+}
+
+// checkOwner refuses a Maildir, or a cur/new/tmp inside it, that belongs to
+// someone other than the account's uid when one is set (system-users
+// layout, where the daemons run as root): otherwise a user could point
+// ~/Maildir or ~/Maildir/cur at another user's mail and read it through a
+// root daemon. Symlinks are followed, as the daemons would follow them.
+func checkOwner(root string, own owner) error {
+	if own.uid < 0 {
+		return nil
+	}
+	for _, p := range []string{root, filepath.Join(root, "cur"), filepath.Join(root, "new"), filepath.Join(root, "tmp")} {
+		st, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != own.uid {
+			return fmt.Errorf("%w: %s belongs to uid %d, not the user's uid %d; fix its owner (chown) if it really is this user's", backend.ErrPermissionDenied, p, sys.Uid, own.uid)
+		}
 	}
 	return nil
 }

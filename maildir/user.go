@@ -400,9 +400,11 @@ func (u *user) OpenMailbox(ctx context.Context, name string) (backend.Mailbox, e
 		return nil, err
 	}
 	dir := u.mailboxDir(canon)
-	if !u.insideRoot(dir) {
-		u.log.Warn("folder is a symlink out of the Maildir; refused", "path", dir)
-		return nil, fmt.Errorf("maildir: %w: %s", backend.ErrNoSuchMailbox, canon)
+	for _, p := range []string{dir, filepath.Join(dir, "cur"), filepath.Join(dir, "new"), filepath.Join(dir, "tmp")} {
+		if !u.insideRoot(p) {
+			u.log.Warn("folder is a symlink out of the Maildir; refused", "path", p)
+			return nil, fmt.Errorf("maildir: %w: %s", backend.ErrNoSuchMailbox, canon)
+		}
 	}
 	st, err := os.Stat(dir)
 	if err != nil || !st.IsDir() {
