@@ -25,7 +25,8 @@ var errLockTimeout = errors.New("timed out waiting for lock")
 
 type dotlock struct {
 	path    string
-	content string
+	content string // "" when written on a full disk
+	ino     uint64 // identifies our lock file when content is ""
 }
 
 // lockContent identifies this process in lock files.
@@ -42,6 +43,13 @@ func tryDotlock(path string, stale time.Duration, g *nameGen) (*dotlock, error) 
 			return nil, fmt.Errorf("create lock temp file: %w", err)
 		}
 		_, werr := f.WriteString(content + "\n")
+		if errors.Is(werr, syscall.ENOSPC) {
+			// A full disk may still take an empty file: lock without the
+			// holder's name (it then goes stale by mtime only), so that
+			// readers such as POP3 keep working while the disk is full.
+			werr = f.Truncate(0)
+			content = ""
+		}
 		cerr := f.Close()
 		if werr != nil || cerr != nil {
 			os.Remove(tmp)
@@ -62,7 +70,11 @@ func tryDotlock(path string, stale time.Duration, g *nameGen) (*dotlock, error) 
 		}
 		os.Remove(tmp)
 		if ok {
-			return &dotlock{path: path, content: content}, nil
+			lk := &dotlock{path: path, content: content}
+			if st, err := os.Stat(path); err == nil {
+				lk.ino = idOf(st).ino
+			}
+			return lk, nil
 		}
 		if lerr != nil && !errors.Is(lerr, fs.ErrExist) {
 			return nil, fmt.Errorf("create lock %s: %w", path, lerr)
@@ -154,7 +166,7 @@ func (l *dotlock) release() error {
 		}
 		return err
 	}
-	if strings.TrimSpace(string(b)) != l.content {
+	if got := strings.TrimSpace(string(b)); got != l.content || (got == "" && statID(l.path).ino != l.ino) {
 		return fmt.Errorf("lock %s was taken over by %q while held", l.path, strings.TrimSpace(string(b)))
 	}
 	return os.Remove(l.path)
