@@ -179,6 +179,15 @@ func (s *session) update(w *imapserver.UpdateWriter, cur *backend.Snapshot, allo
 	if old == cur && len(sel.told) == 0 {
 		return nil
 	}
+	if cur.UIDValidity != old.UIDValidity {
+		// The store had to renumber (its UID list was lost or damaged
+		// beyond repair). UIDs must not change within a session (RFC 3501
+		// 2.3.1.1), so end it: the client reconnects and resynchronises.
+		s.log.Warn("UIDVALIDITY changed under a selected mailbox; disconnecting the client",
+			"mailbox", sel.st.mbox.Name(), "old", old.UIDValidity, "new", cur.UIDValidity)
+		s.conn.Bye("Mailbox UIDVALIDITY changed, reconnect to resynchronise")
+		return &imap.Error{Type: imap.StatusResponseTypeBye, Text: "Mailbox UIDVALIDITY changed"}
+	}
 	var removed []int // indexes in old
 	type change struct {
 		oldIdx, curIdx int

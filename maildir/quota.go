@@ -137,6 +137,9 @@ func (q quotaFS) read(root string) (maildirsize, error) {
 	}
 	ms, perr := parseMaildirsize(buf[:n])
 	if perr != nil {
+		if q.opts.Logger != nil {
+			q.opts.Logger.Warn("maildirsize is damaged; recalculating it from the files", "file", p, "err", perr)
+		}
 		_, after, err := q.recalc(root, nil)
 		return after, err
 	}
@@ -289,14 +292,23 @@ func folderUsage(dir string) (FolderStat, error) {
 }
 
 // appendDelta records a change in maildirsize. A missing file is left
-// missing: the next read recalculates it.
+// missing: the next read recalculates it. A damaged one is an error (the
+// caller removes it), so that a delta never lands on garbage; the check
+// reads at most maildirsizeMax bytes, as every reader does.
 func appendDelta(root string, bytes, msgs int64) error {
-	f, err := os.OpenFile(filepath.Join(root, maildirsizeName), os.O_WRONLY|os.O_APPEND, 0)
+	f, err := os.OpenFile(filepath.Join(root, maildirsizeName), os.O_RDWR|os.O_APPEND, 0)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
 		return err
+	}
+	buf := make([]byte, maildirsizeMax+1)
+	if n, _ := readFull(f, buf); n <= maildirsizeMax {
+		if _, perr := parseMaildirsize(buf[:n]); perr != nil {
+			f.Close()
+			return fmt.Errorf("maildirsize is damaged: %w", perr)
+		}
 	}
 	_, err = f.WriteString(strconv.FormatInt(bytes, 10) + " " + strconv.FormatInt(msgs, 10) + "\n")
 	if cerr := f.Close(); err == nil {
@@ -353,12 +365,16 @@ func (q quotaFS) setLimit(root string, bytes, messages int64) error {
 	p := filepath.Join(root, maildirsizeName)
 	data, err := os.ReadFile(p)
 	if err == nil {
-		if ms, perr := parseMaildirsize(data); perr == nil && len(data) < maildirsizeMax {
+		ms, perr := parseMaildirsize(data)
+		if perr == nil && len(data) < maildirsizeMax {
 			if ms.limitBytes == bytes && ms.limitMsgs == messages {
 				return nil
 			}
 			content := lim.header() + "\n" + strconv.FormatInt(ms.usedBytes, 10) + " " + strconv.FormatInt(ms.usedMsgs, 10) + "\n"
 			return writeAtomic(p, []byte(content), q.opts.Fsync, q.own, q.g)
+		}
+		if perr != nil && q.opts.Logger != nil {
+			q.opts.Logger.Warn("maildirsize is damaged; recalculating it from the files", "file", p, "err", perr)
 		}
 	}
 	_, _, err = q.recalc(root, &lim)

@@ -1,6 +1,7 @@
 package maildir
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,7 +9,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -402,7 +405,9 @@ func (st *mboxState) readUidlist(path string, locked bool) (ul *uidlist, fresh, 
 					// mid-append. The next write replaces the file.
 					st.s.log.Warn("dovecot-uidlist ends in a torn line (a write cut short); ignored, its UID is not reused, the file will be rewritten", "file", path)
 				} else {
-					st.s.log.Debug("dovecot-uidlist: unterminated last line (an append under way?), ignored", "file", path)
+					// Rare (appends are one write): worth a line, since it
+					// may also be a crash's leftover.
+					st.s.log.Warn("dovecot-uidlist ends in an unterminated line (an append under way, or one cut short); ignored, its UID is not reused", "file", path)
 				}
 			}
 			return parsed, false, len(warns) == 0 && !parsed.torn && parsed.version == 3, nil
@@ -413,7 +418,12 @@ func (st *mboxState) readUidlist(path string, locked bool) (ul *uidlist, fresh, 
 			st.s.log.Warn("dovecot-uidlist is empty", "file", path)
 		}
 		st.s.log.Error("dovecot-uidlist is unreadable; rebuilding it", "file", path, "err", perr)
-		if old, ok := salvageUIDValidity(data); ok {
+		salvaged, _ := salvageUIDValidity(data)
+		if mem, ok := st.fromMemory(salvaged); ok {
+			st.s.log.Warn("dovecot-uidlist rebuilt from this process's copy, keeping UIDVALIDITY and UIDs", "file", path, "uidvalidity", mem.uidValidity, "records", len(mem.recs))
+			return mem, true, false, nil
+		}
+		if old := salvaged; old != nil {
 			old.hdrExtra = []string{newMailboxGUID()}
 			st.s.log.Warn("dovecot-uidlist rebuilt keeping its UIDVALIDITY and readable records", "file", path, "uidvalidity", old.uidValidity, "records", len(old.recs))
 			return old, true, false, nil
@@ -434,7 +444,47 @@ func (st *mboxState) readUidlist(path string, locked bool) (ul *uidlist, fresh, 
 		}
 		st.s.log.Warn("courierimapuiddb unreadable; ignoring it", "file", cpath, "err", perr)
 	}
+	if mem, ok := st.fromMemory(nil); ok {
+		st.s.log.Warn("dovecot-uidlist vanished; rewritten from this process's copy, keeping UIDVALIDITY and UIDs", "file", path, "uidvalidity", mem.uidValidity, "records", len(mem.recs))
+		return mem, true, false, nil
+	}
 	return st.freshUidlist(), true, false, nil
+}
+
+// fromMemory rebuilds a lost or damaged uidlist from what this process
+// last read, so that its open sessions and clients keep their UIDs. Records
+// that survived on disk (salvaged, may be nil) win for their files, being
+// newer, and no UID at or below either list's next UID is given again.
+func (st *mboxState) fromMemory(salvaged *uidlist) (*uidlist, bool) {
+	if !st.loaded || st.uidValidity == 0 || (salvaged != nil && salvaged.uidValidity != st.uidValidity) {
+		return nil, false
+	}
+	ul := &uidlist{version: 3, uidValidity: st.uidValidity, nextUID: st.nextUID, hdrExtra: st.hdrExtra}
+	byUID := map[uint32]ulRec{}
+	for _, m := range st.msgs {
+		byUID[uint32(m.UID)] = ulRec{uid: uint32(m.UID), key: m.Key, vsize: m.Size, mtime: m.InternalDate.Unix(), uidl: m.UIDL, ext: st.ext[m.UID]}
+	}
+	if salvaged != nil {
+		for _, r := range salvaged.recs {
+			byUID[r.uid] = r
+		}
+		ul.nextUID = max(ul.nextUID, salvaged.nextUID)
+	}
+	seen := map[string]bool{}
+	for _, r := range byUID {
+		ul.recs = append(ul.recs, r)
+	}
+	slices.SortFunc(ul.recs, func(a, b ulRec) int { return cmp.Compare(a.uid, b.uid) })
+	out := ul.recs[:0]
+	for _, r := range ul.recs {
+		if !seen[r.key] { // one UID per file: the lowest, as readers do
+			seen[r.key] = true
+			out = append(out, r)
+		}
+		ul.nextUID = max(ul.nextUID, r.uid+1)
+	}
+	ul.recs = out
+	return ul, true
 }
 
 // salvageUIDValidity rebuilds a damaged list from whatever survives: the
@@ -464,9 +514,26 @@ func salvageUIDValidity(data []byte) (*uidlist, bool) {
 	return ul, true
 }
 
+// freshUidlist starts a new list. Its UIDVALIDITY is above every one this
+// mailbox had before (kept in roost-uidvalidity beside the list): a list
+// lost and rebuilt within the same second must not reuse the old value
+// with new numbering, or clients would take new UIDs for old ones.
 func (st *mboxState) freshUidlist() *uidlist {
-	return &uidlist{version: 3, uidValidity: st.s.nextUIDValidity(), nextUID: 1, hdrExtra: []string{newMailboxGUID()}}
+	v := st.s.nextUIDValidity()
+	floor := filepath.Join(st.dir, uidvalidityFloorName)
+	if b, err := os.ReadFile(floor); err == nil {
+		if last, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32); err == nil && uint64(v) <= last {
+			v = uint32(last) + 1
+		}
+	}
+	if err := writeAtomic(floor, []byte(strconv.FormatUint(uint64(v), 10)+"\n"), st.s.opts.Fsync, st.own, st.s.names); err != nil {
+		st.s.log.Warn("cannot record the mailbox's UIDVALIDITY", "file", floor, "err", err)
+	}
+	return &uidlist{version: 3, uidValidity: v, nextUID: 1, hdrExtra: []string{newMailboxGUID()}}
 }
+
+// uidvalidityFloorName holds the last UIDVALIDITY given to a mailbox.
+const uidvalidityFloorName = "roost-uidvalidity"
 
 // measure returns a message file's CRLF size (from ",W=" or by reading
 // it) and its mtime (the INTERNALDATE).

@@ -27,6 +27,7 @@ const subscriptionsName = "subscriptions"
 type subsFormat struct {
 	version int  // 1 or 2
 	sep     byte // v1 separator
+	bad     int  // lines that gave no usable name
 }
 
 // readSubscriptions returns canonical names (invalid ones are dropped).
@@ -39,8 +40,15 @@ func readSubscriptions(root string) ([]string, subsFormat, error) {
 		return nil, subsFormat{version: 2}, err
 	}
 	names, f := parseSubscriptions(data)
-	return names, f, nil
+	if f.bad > 0 {
+		err = fmt.Errorf("%s has %d unusable lines (damaged?); they are dropped when the file is next written: %w", filepath.Join(root, subscriptionsName), f.bad, errBadSubscriptions)
+	}
+	return names, f, err
 }
+
+// errBadSubscriptions marks a subscriptions file with unusable lines; the
+// readable names are still returned.
+var errBadSubscriptions = errors.New("bad subscriptions lines")
 
 func parseSubscriptions(data []byte) ([]string, subsFormat) {
 	s := string(data)
@@ -81,7 +89,11 @@ func parseSubscriptions(data []byte) ([]string, subsFormat) {
 			name = dec
 		}
 		canon, err := normalizeName(name)
-		if err != nil || seen[canon] {
+		if err != nil {
+			f.bad++
+			continue
+		}
+		if seen[canon] {
 			continue
 		}
 		seen[canon] = true
@@ -158,7 +170,9 @@ func (u *user) updateSubscriptions(ctx context.Context, fn func([]string) []stri
 		}
 	}()
 	names, f, err := readSubscriptions(u.root)
-	if err != nil {
+	if errors.Is(err, errBadSubscriptions) {
+		u.log.Warn("repairing subscriptions", "err", err)
+	} else if err != nil {
 		return fmt.Errorf("maildir: read subscriptions of %s: %w", u.acct.Name, err)
 	}
 	names = fn(names)

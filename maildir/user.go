@@ -89,7 +89,7 @@ func (u *user) ListMailboxes(ctx context.Context) ([]backend.MailboxInfo, error)
 	}
 	subs, _, err := readSubscriptions(u.root)
 	if err != nil {
-		u.log.Warn("subscriptions unreadable; listing without them", "err", err)
+		u.log.Warn("subscriptions damaged or unreadable; listing with what could be read", "err", err)
 	}
 	subSet := map[string]bool{}
 	for _, n := range subs {
