@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -62,4 +63,21 @@ func TestFileEnvAndErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "kerberos") || !strings.Contains(err.Error(), "loud") {
 		t.Errorf("all problems at once: err = %v", err)
 	}
+}
+
+// FuzzParseSize: a size either parses to a non-negative byte count that
+// prints back to the same number of bytes, or is refused.
+func FuzzParseSize(f *testing.F) {
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := ParseSize(s)
+		if err != nil {
+			return
+		}
+		if n < 0 {
+			t.Fatalf("ParseSize(%q) = %d", s, n)
+		}
+		if m, err := ParseSize(strconv.FormatInt(int64(n), 10)); err != nil || m != n {
+			t.Fatalf("ParseSize(%q) = %d does not round-trip: %d, %v", s, n, m, err)
+		}
+	})
 }
