@@ -7,27 +7,16 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"os"
 
 	"github.com/roost-mail/roost/cmd/internal/daemon"
 	"github.com/roost-mail/roost/imapd"
 )
 
-func main() {
-	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "imapd:", err)
-		os.Exit(1)
-	}
-}
+func main() { daemon.Main("imapd", run) }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	configPath, err := daemon.ConfigFlag("imapd", args, stderr)
-	if err != nil {
-		return err
-	}
-	env, err := daemon.Open(ctx, configPath, "imapd", stderr)
+	env, err := daemon.Start(ctx, "imapd", args, stderr)
 	if err != nil {
 		return err
 	}

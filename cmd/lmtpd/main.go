@@ -16,19 +16,10 @@ import (
 	"github.com/roost-mail/roost/quota"
 )
 
-func main() {
-	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "lmtpd:", err)
-		os.Exit(1)
-	}
-}
+func main() { daemon.Main("lmtpd", run) }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	configPath, err := daemon.ConfigFlag("lmtpd", args, stderr)
-	if err != nil {
-		return err
-	}
-	env, err := daemon.Open(ctx, configPath, "lmtpd", stderr)
+	env, err := daemon.Start(ctx, "lmtpd", args, stderr)
 	if err != nil {
 		return err
 	}

@@ -7,27 +7,16 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"os"
 
 	"github.com/roost-mail/roost/cmd/internal/daemon"
 	"github.com/roost-mail/roost/pop3d"
 )
 
-func main() {
-	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "pop3d:", err)
-		os.Exit(1)
-	}
-}
+func main() { daemon.Main("pop3d", run) }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	configPath, err := daemon.ConfigFlag("pop3d", args, stderr)
-	if err != nil {
-		return err
-	}
-	env, err := daemon.Open(ctx, configPath, "pop3d", stderr)
+	env, err := daemon.Start(ctx, "pop3d", args, stderr)
 	if err != nil {
 		return err
 	}

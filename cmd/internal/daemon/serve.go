@@ -1,13 +1,34 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 )
+
+// Main runs a daemon's run function with the process's arguments and
+// exits 1, printing the error, if it fails.
+func Main(name string, run func(ctx context.Context, args []string, stdout, stderr io.Writer) error) {
+	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
+}
+
+// Start parses a daemon's command line (ConfigFlag) and opens its
+// environment (Open). The caller must Close the Env.
+func Start(ctx context.Context, name string, args []string, stderr io.Writer) (*Env, error) {
+	path, err := ConfigFlag(name, args, stderr)
+	if err != nil {
+		return nil, err
+	}
+	return Open(ctx, path, name, stderr)
+}
 
 // ConfigFlag parses a daemon's command line, which takes only --config, and
 // returns the configuration file's path.
