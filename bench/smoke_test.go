@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,43 +25,57 @@ func TestSmoke(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the reference Dovecot must start as root")
 	}
-	o := Smoke()
-	o.CacheDir = t.TempDir()
-	o.Servers = []string{"dovecot"}
 	bin, err := filepath.Abs("../bin")
 	if err != nil {
 		t.Fatal(err)
 	}
-	o.BinDir = bin
-	if err := CheckRoost(bin, o.Workloads); err != nil {
+	servers := "dovecot"
+	if err := CheckRoost(bin, Smoke().Workloads); err != nil {
 		t.Logf("measuring Dovecot alone: %v", err)
 	} else {
-		o.Servers = append(o.Servers, "roost")
+		servers = "dovecot,roost"
 	}
-	var log strings.Builder
-	o.Log = &log
+	// The harness runs as its own process, built without -race: its
+	// clients use go-imap's imapclient, which races on its own buffer when
+	// a FETCH is abandoned (seen in imapclient.FetchMessageData.discard),
+	// and that is not Roost's code to fix.
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "roostbench")
+	build := exec.Command("go", "build", "-o", exe, "./cmd/roostbench")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build roostbench: %v\n%s", err, out)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	res, report, err := Run(ctx, o)
+	reportPath := filepath.Join(dir, "report.md")
+	var logs strings.Builder
+	cmd := exec.CommandContext(ctx, exe, "--smoke", "--servers", servers, "--bin", bin,
+		"--cache", filepath.Join(dir, "cache"), "--out", reportPath)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("roostbench --smoke: %v\n%s", err, logs.String())
+	}
+	data, err := os.ReadFile(reportPath)
 	if err != nil {
-		t.Fatalf("Run: %v\n%s", err, log.String())
+		t.Fatal(err)
 	}
+	report := string(data)
 	t.Log("\n" + report)
-	for _, want := range []string{"| workload | unit | dovecot |", "1 big: UID FETCH 1:* (FLAGS)",
+	want := []string{"| workload | unit | dovecot |", "1 big: UID FETCH 1:* (FLAGS)",
 		"1 large: FETCH 1:* (BODYSTRUCTURE)", "2 mixed: commands/s", "3 lmtp: delivery",
-		"4 idle: RSS per connection", "5 pop3: messages/s, again", "## Peak memory"} {
-		if !strings.Contains(report, want) {
-			t.Errorf("report lacks %q", want)
-		}
+		"4 idle: RSS per connection", "5 pop3: messages/s, again", "## Peak memory",
+		// Every check must pass against both servers: against Dovecot a
+		// failure is a harness bug, against Roost a wrong answer to a client.
+		"None: every response was checked and right."}
+	if strings.Contains(servers, "roost") {
+		want = append(want, "| roost |")
 	}
-	// Every check must pass against both servers: against Dovecot a failure
-	// is a harness bug, against Roost it is a wrong answer to a client.
-	for _, name := range o.Servers {
-		for _, f := range res.Failures(name) {
-			t.Errorf("%s: %s", name, f)
+	for _, w := range want {
+		if !strings.Contains(report, w) {
+			t.Errorf("report lacks %q", w)
 		}
 	}
 	if t.Failed() {
-		t.Log(log.String())
+		t.Log(logs.String())
 	}
 }
