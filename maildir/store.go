@@ -148,7 +148,7 @@ func (s *Store) Open(ctx context.Context, acct backend.Account) (backend.User, e
 	}
 	u := &user{s: s, acct: acct, root: root, own: own,
 		log: s.log.With("user", acct.Name)}
-	for name, use := range s.opts.SpecialUse {
+	for name := range s.opts.SpecialUse {
 		canon, err := normalizeName(name)
 		if err != nil || canon == "INBOX" {
 			u.log.Error("special-use folder name is not usable; skipped", "folder", name, "err", err)
@@ -157,7 +157,6 @@ func (s *Store) Open(ctx context.Context, acct backend.Account) (backend.User, e
 		if err := u.createFolder(canon, ""); err != nil && !errors.Is(err, backend.ErrMailboxExists) {
 			return nil, fmt.Errorf("maildir: create special-use folder %q for %s: %w", name, acct.Name, err)
 		}
-		_ = use
 	}
 	if err := u.syncQuotaLimit(); err != nil {
 		u.log.Warn("cannot update maildirsize header", "err", err)
