@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -20,6 +19,7 @@ import (
 	"github.com/roost-mail/roost/auth"
 	"github.com/roost-mail/roost/backend"
 	"github.com/roost-mail/roost/metrics"
+	"github.com/roost-mail/roost/netguard"
 )
 
 // Throttle slows down and records authentication attempts (auth/penalty
@@ -207,7 +207,7 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 	}()
 	var delay time.Duration
 	for {
-		c, err := ln.Accept()
+		c, err := netguard.Accept(ln, &delay, s.log)
 		if err != nil {
 			s.mu.Lock()
 			closing := s.closing
@@ -215,16 +215,8 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 			if closing {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				s.log.Warn("accept failed; retrying", "err", err, "delay", delay)
-				time.Sleep(delay)
-				continue
-			}
 			return fmt.Errorf("imapd: accept: %w", err)
 		}
-		delay = 0
 		s.opts.Metrics.ConnOpened()
 		cc := &countConn{Conn: c, id: s.connIDs.Add(1), start: time.Now()}
 		var nc net.Conn = cc

@@ -197,23 +197,15 @@ func (s *Server) Serve(ln net.Listener) error {
 		delete(s.listeners, ln)
 		s.mu.Unlock()
 	}()
-	var backoff time.Duration
+	var delay time.Duration
 	for {
-		c, err := ln.Accept()
+		c, err := netguard.Accept(ln, &delay, s.log)
 		if err != nil {
 			if s.closing.Load() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Warn("pop3 accept failed; retrying", "err", err, "retry_in", backoff)
-				time.Sleep(backoff)
-				continue
-			}
 			return fmt.Errorf("pop3d: accept: %w", err)
 		}
-		backoff = 0
 		wc := &wireConn{Conn: c, idle: s.opts.IdleTimeout, closing: &s.closing}
 		s.mu.Lock()
 		if s.closing.Load() {
