@@ -2,7 +2,6 @@ package imapd_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/roost-mail/roost/auth"
 	"github.com/roost-mail/roost/auth/fileauth"
 	"github.com/roost-mail/roost/imapd"
+	"github.com/roost-mail/roost/internal/testenv"
 	"github.com/roost-mail/roost/maildir"
 )
 
@@ -28,24 +27,7 @@ type testServer struct {
 	srv  *imapd.Server
 	addr string
 	root string // mail root: <root>/<user>/Maildir
-	logs *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
+	logs *testenv.LogBuffer
 }
 
 const (
@@ -65,7 +47,7 @@ func newTestServer(t testing.TB, tweak func(*imapd.Options)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	opts := imapd.Options{
 		Store:              maildir.New(maildir.Options{}),
 		Auth:               auth.WithDefaults(fa, auth.Defaults{MailRoot: root}),

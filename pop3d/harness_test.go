@@ -2,7 +2,6 @@ package pop3d_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -20,12 +19,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/roost-mail/roost/auth"
 	"github.com/roost-mail/roost/backend"
+	"github.com/roost-mail/roost/internal/testenv"
 	"github.com/roost-mail/roost/maildir"
 	"github.com/roost-mail/roost/pop3d"
 )
@@ -73,24 +72,6 @@ func (u apopUsers) AuthenticateAPOP(_ context.Context, name, timestamp, digest s
 	return u.identity(name), nil
 }
 
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // env is a running pop3d on loopback over a real maildir.Store.
 type env struct {
 	t     testing.TB
@@ -99,7 +80,7 @@ type env struct {
 	store backend.Store
 	srv   *pop3d.Server
 	addr  string
-	logs  *syncBuffer
+	logs  *testenv.LogBuffer
 	tls   *tls.Config // client side, trusts the server's certificate
 }
 
@@ -115,7 +96,7 @@ func newEnv(t *testing.T, tweak func(*pop3d.Options)) *env {
 func newEnvTB(t testing.TB, tweak func(*pop3d.Options)) *env {
 	t.Helper()
 	root := t.TempDir()
-	e := &env{t: t, root: root, logs: &syncBuffer{},
+	e := &env{t: t, root: root, logs: &testenv.LogBuffer{},
 		users: &users{root: root, pw: map[string]string{"alice": "secret", "bob": "hunter2"}}}
 	e.store = maildir.New(maildir.Options{SpecialUse: map[string]string{}})
 	opts := pop3d.Options{

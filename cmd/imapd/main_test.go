@@ -14,30 +14,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/roost-mail/roost/internal/testenv"
 )
-
-type syncWriter struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *syncWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}
 
 func freePort(t *testing.T) string {
 	t.Helper()
@@ -100,7 +83,7 @@ func TestRun(t *testing.T) {
 	os.WriteFile(filepath.Join(md, "new", "1700000000.V1I1M1.test"), []byte("Subject: hi\n\nbody\n"), 0o600)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncWriter{}
+	logs := &testenv.LogBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"--config", conf}, os.Stdout, logs) }()
 
@@ -168,10 +151,10 @@ func TestRun(t *testing.T) {
 }
 
 func TestUsage(t *testing.T) {
-	if err := run(context.Background(), []string{"extra"}, os.Stdout, &syncWriter{}); err == nil {
+	if err := run(context.Background(), []string{"extra"}, os.Stdout, &testenv.LogBuffer{}); err == nil {
 		t.Fatal("extra arguments accepted")
 	}
-	if err := run(context.Background(), []string{"--config", "/nonexistent/roost.yaml"}, os.Stdout, &syncWriter{}); err == nil {
+	if err := run(context.Background(), []string{"--config", "/nonexistent/roost.yaml"}, os.Stdout, &testenv.LogBuffer{}); err == nil {
 		t.Fatal("missing config accepted")
 	}
 }

@@ -3,12 +3,12 @@ package main
 import (
 	"bufio"
 	"context"
+	"github.com/roost-mail/roost/internal/testenv"
 	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -37,7 +37,7 @@ func TestRun(t *testing.T) {
 	os.WriteFile(filepath.Join(md, "new", "1700000000.V1I1M1.test"), []byte("Subject: hi\n\nbody\n"), 0o600)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncWriter{}
+	logs := &testenv.LogBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"--config", conf}, os.Stdout, logs) }()
 
@@ -105,22 +105,4 @@ func TestRunErrors(t *testing.T) {
 	if err := run(ctx, []string{"--config", conf}, &out, &out); err == nil {
 		t.Error("empty pop3.listen accepted")
 	}
-}
-
-// syncWriter collects the daemon's log lines.
-type syncWriter struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncWriter) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
