@@ -16,17 +16,6 @@ import (
 	"github.com/roost-mail/roost/internal/testenv"
 )
 
-// freePort returns a loopback port nobody listens on right now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // TestHAProxy puts a real HAProxy in front of a guarded listener, sending
 // version 1 (send-proxy) and version 2 (send-proxy-v2, with LOCAL health
 // checks) headers: the server must see the client's address, and the
@@ -35,7 +24,7 @@ func TestHAProxy(t *testing.T) {
 	haproxy := testenv.Require(t, "haproxy", "haproxy")
 	s := startTCP(t, Options{ProxyFrom: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
 	backend := s.ln.Addr().String()
-	p1, p2 := freePort(t), freePort(t)
+	p1, p2 := testenv.FreePort(t), testenv.FreePort(t)
 	cfg := fmt.Sprintf(`global
 	maxconn 100
 defaults

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -21,16 +22,6 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/roost-mail/roost/internal/testenv"
 )
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 func writeCert(t *testing.T, dir string) (certFile, keyFile string) {
 	t.Helper()
@@ -66,7 +57,7 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	cert, key := writeCert(t, dir)
-	addr, tlsAddr := freePort(t), freePort(t)
+	addr, tlsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	conf := filepath.Join(dir, "roost.yaml")
 	yaml := "mail:\n  root: " + root + "\n  fsync: false\n" +
 		"auth:\n  file:\n    path: " + users + "\n" +
