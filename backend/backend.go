@@ -34,6 +34,9 @@ var (
 	ErrInvalidName      = errors.New("invalid mailbox name")
 	ErrHasChildren      = errors.New("mailbox has child mailboxes")
 	ErrPermissionDenied = errors.New("operation not permitted on this mailbox")
+	// ErrLimit: a configured resource limit (such as the number of
+	// mailboxes an account may have) would be exceeded.
+	ErrLimit = errors.New("limit reached")
 )
 
 // UID is a message's unique identifier within one UIDVALIDITY (RFC 3501 2.3.1.1).
@@ -110,6 +113,9 @@ func equalFold(a, b string) bool {
 // a 100,000-message mailbox keeps one per message in memory.
 type Message struct {
 	UID UID
+	// POP3Order is the position a migrated message had in its old POP3
+	// listing (dovecot-uidlist's O field), or 0 if none was kept.
+	POP3Order uint32
 	// Key is stable for the life of the message and unique in the mailbox
 	// (the Maildir base name, without the ":2," info part).
 	Key   string

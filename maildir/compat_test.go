@@ -208,8 +208,8 @@ func TestUIDLKept(t *testing.T) {
 	writeFile(t, filepath.Join(root, uidlistName), "3 V1234 N9 Gabc\n8 O3 PUID17-1111 :"+name+"\n", time.Time{})
 	_, u := openRoot(t, root, Options{SpecialUse: map[string]string{}})
 	s, mb := syncBox(t, u, "INBOX")
-	if len(s.Messages) != 1 || s.Messages[0].UID != 8 || s.Messages[0].UIDL != "UID17-1111" {
-		t.Fatalf("messages %+v, want UID 8 with UIDL UID17-1111", s.Messages)
+	if len(s.Messages) != 1 || s.Messages[0].UID != 8 || s.Messages[0].UIDL != "UID17-1111" || s.Messages[0].POP3Order != 3 {
+		t.Fatalf("messages %+v, want UID 8 with UIDL UID17-1111 and POP3 order 3", s.Messages)
 	}
 	// The rewrite that added T (first Sync) kept P, O and the header's G;
 	// the Append then only appended its record, leaving N behind.

@@ -350,7 +350,7 @@ func (st *mboxState) loadState(locked bool) error {
 	st.ext = map[backend.UID]string{}
 	j := 0
 	for _, r := range ul.recs {
-		m := backend.Message{UID: backend.UID(r.uid), Key: r.key, Size: r.vsize, UIDL: r.uidl}
+		m := backend.Message{UID: backend.UID(r.uid), Key: r.key, Size: r.vsize, UIDL: r.uidl, POP3Order: r.order}
 		if m.Size < 0 {
 			if w, ok := sizeField(r.key, 'W'); ok {
 				m.Size = w

@@ -28,6 +28,7 @@ type ulRec struct {
 	vsize int64 // -1 if unknown
 	mtime int64 // 0 if unknown
 	uidl  string
+	order uint32 // O field: POP3 order from a migration (also kept in ext)
 	ext   string // other fields, space-separated, verbatim
 }
 
@@ -200,6 +201,11 @@ func parseUidlistRec(line string, version int) (ulRec, error) {
 				if len(f) > 1 {
 					r.uidl = f[1:]
 					continue
+				}
+			case 'O':
+				// Kept verbatim in ext too, so that it is written back as read.
+				if n, err := strconv.ParseUint(f[1:], 10, 32); err == nil && n > 0 {
+					r.order = uint32(n)
 				}
 			}
 			other = append(other, f)
