@@ -44,6 +44,12 @@ type Options struct {
 	Poll bool
 	// LockTimeout bounds the wait for a dovecot-uidlist lock. Default 30s.
 	LockTimeout time.Duration
+	// MaxMailboxes limits how many folders a user may have, not counting
+	// INBOX and the SpecialUse folders (those are created anyway). CREATE
+	// (with the parents it makes) and RENAME beyond it fail with
+	// backend.ErrLimit. It is checked before creating, so concurrent
+	// creations may pass it by a few. 0 means no limit.
+	MaxMailboxes int
 }
 
 // DefaultSpecialUse is the set of folders created for every user when
@@ -63,6 +69,9 @@ type Store struct {
 	opts  Options
 	log   *slog.Logger
 	names *nameGen
+	// auto holds the canonical names of the SpecialUse folders, which do
+	// not count against MaxMailboxes.
+	auto map[string]bool
 
 	mu      sync.Mutex
 	boxes   map[string]*mboxState
@@ -96,7 +105,13 @@ func New(opts Options) *Store {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Store{opts: opts, log: log, names: newNameGen(), boxes: map[string]*mboxState{}, interns: map[string]string{}}
+	auto := map[string]bool{}
+	for name := range opts.SpecialUse {
+		if canon, err := normalizeName(name); err == nil {
+			auto[canon] = true
+		}
+	}
+	return &Store{opts: opts, log: log, names: newNameGen(), auto: auto, boxes: map[string]*mboxState{}, interns: map[string]string{}}
 }
 
 func (s *Store) lockWait() time.Duration { return s.opts.LockTimeout }

@@ -191,16 +191,59 @@ func (u *user) CreateMailbox(ctx context.Context, name, specialUse string) error
 		return fmt.Errorf("maildir: %w: INBOX", backend.ErrMailboxExists)
 	}
 	parts := strings.Split(canon, "/")
+	var parents []string
 	for i := 1; i < len(parts); i++ {
-		parent := strings.Join(parts[:i], "/")
-		if parent == "INBOX" {
-			continue
+		if parent := strings.Join(parts[:i], "/"); parent != "INBOX" {
+			parents = append(parents, parent)
 		}
+	}
+	if err := u.checkMailboxLimit("create "+canon, append(parents, canon), nil); err != nil {
+		return err
+	}
+	for _, parent := range parents {
 		if err := u.createFolder(parent, ""); err != nil && !errors.Is(err, backend.ErrMailboxExists) {
 			return err
 		}
 	}
 	return u.createFolder(canon, specialUse)
+}
+
+// checkMailboxLimit fails with backend.ErrLimit if creating the folders
+// adding (those that do not exist yet) and removing the folders removing
+// would leave the user with more counted folders than
+// Options.MaxMailboxes allows and more than now. A user already over the
+// limit (it was lowered) may still rename and delete.
+func (u *user) checkMailboxLimit(what string, adding, removing []string) error {
+	limit := u.s.opts.MaxMailboxes
+	if limit <= 0 {
+		return nil
+	}
+	dirs, err := u.folders()
+	if err != nil {
+		return err
+	}
+	have := 0
+	for name := range dirs {
+		if !u.s.auto[name] {
+			have++
+		}
+	}
+	delta := 0
+	for _, name := range adding {
+		if _, ok := dirs[name]; !ok && !u.s.auto[name] {
+			delta++
+		}
+	}
+	for _, name := range removing {
+		if _, ok := dirs[name]; ok && !u.s.auto[name] {
+			delta--
+		}
+	}
+	if delta > 0 && have+delta > limit {
+		return fmt.Errorf("maildir: cannot %s: %s has %d folders besides INBOX and the standard ones, and the limit is %d; delete folders first or ask the administrator to raise it: %w",
+			what, u.acct.Name, have, limit, backend.ErrLimit)
+	}
+	return nil
 }
 
 // createFolder makes a complete folder in a hidden directory, then renames
@@ -338,6 +381,15 @@ func (u *user) RenameMailbox(ctx context.Context, name, newName string) error {
 	moves := kids
 	if _, ok := dirs[oldC]; ok {
 		moves = append([]string{oldC}, kids...)
+	}
+	// Renaming a special-use folder (Sent -> "Sent 2025") makes it count;
+	// Open then creates a new Sent, so the rename adds a folder.
+	targets := make([]string, len(moves))
+	for i, from := range moves {
+		targets[i] = newC + strings.TrimPrefix(from, oldC)
+	}
+	if err := u.checkMailboxLimit("rename "+oldC+" to "+newC, targets, moves); err != nil {
+		return err
 	}
 	for _, from := range moves {
 		to := newC + strings.TrimPrefix(from, oldC)
