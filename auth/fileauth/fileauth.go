@@ -53,6 +53,9 @@ type Options struct {
 type Authenticator struct {
 	opts Options // immutable
 	log  *slog.Logger
+	// verify checks a password against a stored hash: verifyPassword,
+	// replaced by tests that count the work done.
+	verify func(scheme, encoded, password string) (bool, error)
 
 	users atomic.Pointer[table] // the last good parse; nil while unreadable
 
@@ -66,10 +69,10 @@ type Authenticator struct {
 type table struct {
 	byUser map[string]*entry
 	names  []string // sorted
-	// decoy is the first entry with a usable hash. Unknown users are
-	// checked against it, so a login takes as long whether or not the
-	// user exists, and timing does not reveal who has an account.
-	decoy *entry
+	// decoy is checked instead of a real hash when there is none (see
+	// decoy.go), so timing does not reveal who has an account; nil if no
+	// entry has a verifiable hash.
+	decoy *decoy
 }
 
 // fileStamp identifies one version of the file.
@@ -93,7 +96,7 @@ func New(opts Options) (*Authenticator, error) {
 	if opts.CheckInterval <= 0 {
 		opts.CheckInterval = time.Second
 	}
-	a := &Authenticator{opts: opts, log: opts.Logger}
+	a := &Authenticator{opts: opts, log: opts.Logger, verify: verifyPassword}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -173,6 +176,7 @@ const maxLine = 64 << 10
 
 func (a *Authenticator) parse(r io.Reader) (*table, error) {
 	t := &table{byUser: map[string]*entry{}}
+	var entries []*entry // in file order
 	br := bufio.NewReader(r)
 	for n := 1; ; n++ {
 		line, err := br.ReadSlice('\n')
@@ -186,13 +190,16 @@ func (a *Authenticator) parse(r io.Reader) (*table, error) {
 		if tooLong {
 			a.log.Warn("passwd-file line skipped: longer than 64 KiB", "line", n)
 		} else if len(line) > 0 {
-			a.addLine(t, n, string(line[:len(line)-trailingNewline(line)]))
+			if e := a.addLine(t, n, string(line[:len(line)-trailingNewline(line)])); e != nil {
+				entries = append(entries, e)
+			}
 		}
 		if errors.Is(err, io.EOF) {
 			break
 		}
 	}
 	slices.Sort(t.names)
+	t.decoy = chooseDecoy(entries)
 	return t, nil
 }
 
@@ -203,28 +210,28 @@ func trailingNewline(b []byte) int {
 	return 0
 }
 
-func (a *Authenticator) addLine(t *table, n int, line string) {
+// addLine adds the user of line n to t and returns it, or nil if the line
+// defines no new user.
+func (a *Authenticator) addLine(t *table, n int, line string) *entry {
 	e, warnings, err := parseLine(line)
 	if err != nil {
 		a.log.Warn("passwd-file line skipped: malformed", "line", n, "err", err)
-		return
+		return nil
 	}
 	if e == nil {
-		return
+		return nil
 	}
 	for _, w := range warnings {
 		a.log.Warn("passwd-file: "+w, "line", n, "user", e.user)
 	}
 	if prev, ok := t.byUser[e.user]; ok {
 		a.log.Warn("passwd-file line skipped: user already defined", "line", n, "user", e.user, "first_line", prev.line)
-		return
+		return nil
 	}
 	e.line = n
-	if _, ok := lookupScheme(e.scheme); ok && t.decoy == nil {
-		t.decoy = e
-	}
 	t.byUser[e.user] = e
 	t.names = append(t.names, e.user)
+	return e
 }
 
 // Authenticate checks username's password. It returns
@@ -241,18 +248,21 @@ func (a *Authenticator) Authenticate(ctx context.Context, username, password str
 	if password == "" {
 		return nil, auth.ErrInvalidCredentials
 	}
+	// Every refusal below checks one hash of the file's usual work class,
+	// so a login takes as long whether or not the user exists.
 	if !ok {
-		if d := t.decoy; d != nil {
-			verifyPassword(d.scheme, d.hash, password) // for the time it takes only
-		}
+		a.checkDecoy(t, password)
 		return nil, auth.ErrInvalidCredentials
 	}
 	if e.noLogin != "" || e.scheme == "" {
+		a.checkDecoy(t, password)
 		a.log.InfoContext(ctx, "login refused by passwd-file entry", "user", u, "line", e.line, "reason", cmp.Or(e.noLogin, "no password set"))
 		return nil, auth.ErrInvalidCredentials
 	}
-	ok, err = verifyPassword(e.scheme, e.hash, password)
+	ok, err = a.verify(e.scheme, e.hash, password)
 	if err != nil {
+		// The verifier may have stopped before doing the work.
+		a.checkDecoy(t, password)
 		a.log.WarnContext(ctx, "cannot verify password: fix the user's passwd-file entry", "user", u, "line", e.line, "scheme", e.scheme, "err", err)
 		return nil, auth.ErrInvalidCredentials
 	}
@@ -260,6 +270,14 @@ func (a *Authenticator) Authenticate(ctx context.Context, username, password str
 		return nil, auth.ErrInvalidCredentials
 	}
 	return e.identity(), nil
+}
+
+// checkDecoy checks password against t's decoy for the time it takes; the
+// result is thrown away.
+func (a *Authenticator) checkDecoy(t *table, password string) {
+	if d := t.decoy; d != nil {
+		a.verify(d.scheme, d.hash, password)
+	}
 }
 
 // Lookup finds username without a password (delivery, admin commands).
