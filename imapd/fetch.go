@@ -101,51 +101,69 @@ func setsSeen(opts *imap.FetchOptions) bool {
 }
 
 // fetchOne writes one FETCH response. vm is the message as the view has
-// it, m as it is now.
+// it, m as it is now. Every file a section streams from is opened before
+// the response begins, so a message whose file is gone is left out (the
+// caller answers NO [EXPUNGEISSUED], RFC 2180 4.1) instead of being sent
+// with empty or made-up content; an open file stays readable even if
+// another process removes it meanwhile.
 func (s *session) fetchOne(w *imapserver.FetchWriter, seq uint32, vm, m *backend.Message, opts *imap.FetchOptions, flagsChanged, exists bool) error {
 	needTree := opts.BodyStructure != nil || len(opts.BinarySectionSize) > 0
 	needInfo := opts.Envelope || needTree
 	for _, bs := range opts.BodySection {
-		needInfo = true
+		// BODY[] is the whole file; every other section needs the header
+		// length or the MIME structure.
+		needInfo = needInfo || len(bs.Part) > 0 || bs.Specifier != imap.PartSpecifierNone
 		needTree = needTree || len(bs.Part) > 0
 	}
 	for _, bs := range opts.BinarySection {
-		needInfo = true
+		needInfo = needInfo || len(bs.Part) > 0
 		needTree = needTree || len(bs.Part) > 0
+	}
+	if (needInfo || len(opts.BodySection) > 0 || len(opts.BinarySection) > 0) && !exists {
+		return errNeedsContent
 	}
 	var info *msgInfo
 	if needInfo {
-		if !exists {
-			return errNeedsContent
-		}
 		var err error
 		if info, err = s.messageInfo(m, needTree); err != nil {
 			return err
 		}
 	}
-	bodyPlans := make([]sectionPlan, len(opts.BodySection))
-	for i, sec := range opts.BodySection {
+	var plans []sectionPlan
+	if n := len(opts.BodySection) + len(opts.BinarySection); n > 0 {
+		plans = make([]sectionPlan, 0, n)
+		defer func() {
+			for i := range plans {
+				plans[i].close()
+			}
+		}()
+	}
+	for _, sec := range opts.BodySection {
 		p, err := s.planBody(m, info, sec)
 		if err != nil {
 			return err
 		}
-		bodyPlans[i] = p
+		plans = append(plans, p)
 	}
-	binPlans := make([]sectionPlan, len(opts.BinarySection))
-	for i, sec := range opts.BinarySection {
+	for _, sec := range opts.BinarySection {
 		p, err := s.planBinary(m, info, sec.Part, sec.Partial)
 		if err != nil {
 			return err
 		}
-		binPlans[i] = p
+		plans = append(plans, p)
 	}
-	binSizes := make([]int64, len(opts.BinarySectionSize))
-	for i, sec := range opts.BinarySectionSize {
+	var binSizes []int64
+	for _, sec := range opts.BinarySectionSize {
 		p, err := s.planBinary(m, info, sec.Part, nil)
 		if err != nil {
 			return err
 		}
-		binSizes[i] = p.size
+		binSizes = append(binSizes, p.size)
+	}
+	for i := range plans {
+		if err := s.openPlan(m, &plans[i]); err != nil {
+			return err
+		}
 	}
 
 	rw := w.CreateMessage(seq)
@@ -172,12 +190,13 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, seq uint32, vm, m *backend
 	}
 	var werr error
 	for i, sec := range opts.BodySection {
-		wc := rw.WriteBodySection(sec, bodyPlans[i].size)
-		werr = errors.Join(werr, s.emit(wc, m, bodyPlans[i]), wc.Close())
+		wc := rw.WriteBodySection(sec, plans[i].size)
+		werr = errors.Join(werr, s.emit(wc, m, &plans[i]), wc.Close())
 	}
 	for i, sec := range opts.BinarySection {
-		wc := rw.WriteBinarySection(sec, binPlans[i].size)
-		werr = errors.Join(werr, s.emit(wc, m, binPlans[i]), wc.Close())
+		p := &plans[len(opts.BodySection)+i]
+		wc := rw.WriteBinarySection(sec, p.size)
+		werr = errors.Join(werr, s.emit(wc, m, p), wc.Close())
 	}
 	for i, sec := range opts.BinarySectionSize {
 		rw.WriteBinarySectionSize(sec, uint32(binSizes[i]))
@@ -230,6 +249,31 @@ type sectionPlan struct {
 	decode string
 	skip   int64
 	size   int64
+	r      io.ReadCloser // opened by openPlan, positioned at skip
+}
+
+// openPlan opens the file range p streams from, if it streams any.
+func (s *session) openPlan(m *backend.Message, p *sectionPlan) error {
+	if p.buf != nil || p.size == 0 {
+		return nil
+	}
+	r, err := s.openRange(m, *p)
+	if err != nil {
+		return err
+	}
+	if _, err := io.CopyN(io.Discard, r, p.skip); err != nil {
+		r.Close()
+		return fmt.Errorf("message %d is shorter than its index says: %w", m.UID, err)
+	}
+	p.r = r
+	return nil
+}
+
+func (p *sectionPlan) close() {
+	if p.r != nil {
+		p.r.Close()
+		p.r = nil
+	}
 }
 
 func rangePlan(off, end int64) sectionPlan {
@@ -255,7 +299,10 @@ func (p *sectionPlan) applyPartial(partial *imap.SectionPartial) {
 
 func (s *session) planBody(m *backend.Message, info *msgInfo, sec *imap.FetchItemBodySection) (sectionPlan, error) {
 	var p sectionPlan
-	hdrLen := min(info.hdrLen, m.Size)
+	var hdrLen int64
+	if info != nil { // nil for BODY[], which needs no structure
+		hdrLen = min(info.hdrLen, m.Size)
+	}
 	var hdrOff, hdrEnd int64 = -1, -1 // header range to filter
 	switch {
 	case len(sec.Part) == 0:
@@ -380,11 +427,12 @@ func (s *session) openRange(m *backend.Message, p sectionPlan) (io.ReadCloser, e
 	return readCloser{r, rc}, nil
 }
 
-// emit writes exactly p.size octets of the section to w. If the file
-// delivers fewer (it changed under us, which the store rules out), the
-// literal is padded so that the connection stays in sync, and the error is
-// logged.
-func (s *session) emit(w io.Writer, m *backend.Message, p sectionPlan) error {
+// emit writes exactly p.size octets of the section to w. The literal's
+// size is on the wire already, so if the file delivers fewer octets (it
+// was cut in place, which Maildir writers never do) no answer can be
+// right: the connection is closed, as Dovecot does, rather than sending
+// padding as if it were the message.
+func (s *session) emit(w io.Writer, m *backend.Message, p *sectionPlan) error {
 	if p.buf != nil {
 		_, err := w.Write(p.buf)
 		return err
@@ -392,31 +440,33 @@ func (s *session) emit(w io.Writer, m *backend.Message, p sectionPlan) error {
 	if p.size == 0 {
 		return nil
 	}
-	r, err := s.openRange(m, p)
-	var n int64
-	if err == nil {
-		_, err = io.CopyN(io.Discard, r, p.skip)
-		if err == nil {
-			n, err = io.CopyN(w, r, p.size)
-		}
-		r.Close()
+	er := &errReader{r: p.r}
+	n, err := io.CopyN(w, er, p.size)
+	if n < p.size && er.err != nil {
+		s.log.Error("message file shorter than its recorded size; closing the connection", "uid", m.UID, "want", p.size, "got", n, "err", er.err)
+		s.cc.Close()
+		return fmt.Errorf("message %d: file shorter than its recorded size: %w", m.UID, errTruncated)
 	}
-	if n < p.size {
-		s.log.Error("message content shorter than announced; padded", "uid", m.UID, "want", p.size, "got", n, "err", err)
-		pad := make([]byte, 4096)
-		for i := range pad {
-			pad[i] = ' '
-		}
-		for n < p.size {
-			k, werr := w.Write(pad[:min(int64(len(pad)), p.size-n)])
-			n += int64(k)
-			if werr != nil {
-				return werr
-			}
-		}
-	}
-	return nil
+	return err
 }
+
+// errReader remembers the error its reader returned, to tell a file that
+// ended early from a client that went away.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(b []byte) (int, error) {
+	n, err := e.r.Read(b)
+	if err != nil {
+		e.err = err
+	}
+	return n, err
+}
+
+// errTruncated: a message file ended before its recorded size.
+var errTruncated = errors.New("message file truncated")
 
 // base64Cleaner drops the line breaks and other bytes outside the base64
 // alphabet that MIME allows between base64 characters (RFC 2045 6.8).

@@ -3,6 +3,8 @@ package imapd_test
 import (
 	"bytes"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -221,4 +223,71 @@ func TestFetchOddMessages(t *testing.T) {
 		}
 	}
 	_ = fmt.Sprint()
+}
+
+// removeMessageFile deletes the file of user's INBOX message whose content
+// contains marker, as another process (a POP3 client, mutt) would.
+func removeMessageFile(t *testing.T, ts *testServer, user, marker string) {
+	t.Helper()
+	for _, sub := range []string{"new", "cur"} {
+		dir := filepath.Join(ts.maildir(user), sub)
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			p := filepath.Join(dir, e.Name())
+			if b, err := os.ReadFile(p); err == nil && strings.Contains(string(b), marker) {
+				if err := os.Remove(p); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+		}
+	}
+	t.Fatalf("no message file contains %q", marker)
+}
+
+// A message whose file another process removed after SELECT is never sent
+// with an empty or made-up body: it is left out and FETCH answers
+// NO [EXPUNGEISSUED] (RFC 2180 4.1), while the other messages are sent
+// whole — whether or not its ENVELOPE was cached before.
+func TestFetchRemovedFile(t *testing.T) {
+	for _, cached := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cached=%v", cached), func(t *testing.T) {
+			ts := newTestServer(t, nil)
+			first := "Subject: first\nMessage-ID: <first@example.org>\n\nfirst body\n"
+			second := "Subject: second\nMessage-ID: <second@example.org>\n\nsecond body\n"
+			ts.deliver(t, "alice", "", first)
+			ts.deliver(t, "alice", "", second)
+			r := ts.raw(t)
+			r.login("alice", alicePass)
+			r.cmd("SELECT INBOX")
+			if cached {
+				if l := last(r.cmd("FETCH 1:2 (ENVELOPE BODY.PEEK[HEADER])")); !strings.Contains(l, "OK") {
+					t.Fatalf("FETCH ENVELOPE: %s", l)
+				}
+			}
+			removeMessageFile(t, ts, "alice", "first body")
+			for _, items := range []string{"BODY.PEEK[]", "BODY.PEEK[TEXT]", "(ENVELOPE BODY.PEEK[HEADER])", "BINARY.PEEK[]", "RFC822"} {
+				lines := r.cmd("FETCH 1:2 " + items)
+				out := strings.Join(lines, "\n")
+				if l := last(lines); !strings.Contains(l, "NO [EXPUNGEISSUED]") {
+					t.Errorf("FETCH 1:2 %s with message 1's file gone: %s", items, l)
+				}
+				for _, l := range lines {
+					if strings.HasPrefix(l, "* 1 FETCH") && strings.Contains(l, "{") {
+						t.Errorf("FETCH 1:2 %s sent content for the removed message: %q", items, l)
+					}
+				}
+				if !strings.Contains(out, "* 2 FETCH") || !strings.Contains(out, "second") {
+					t.Errorf("FETCH 1:2 %s lost message 2:\n%s", items, out)
+				}
+			}
+			// The session goes on; NOOP reports the expunge.
+			if out := strings.Join(r.cmd("NOOP"), "\n"); !strings.Contains(out, "* 1 EXPUNGE") {
+				t.Errorf("NOOP after the removal:\n%s", out)
+			}
+		})
+	}
 }
