@@ -1,6 +1,7 @@
 package imapd
 
 import (
+	"errors"
 	"sort"
 	"strings"
 
@@ -142,10 +143,18 @@ func (s *session) Create(name string, opts *imap.CreateOptions) error {
 		}
 	}
 	if err := s.user.CreateMailbox(s.ctx, sname, use); err != nil {
+		if errors.Is(err, backend.ErrLimit) {
+			return errTooManyMailboxes
+		}
 		return s.fail("create mailbox", err)
 	}
 	return nil
 }
+
+// errTooManyMailboxes answers a CREATE or RENAME that would take the user
+// past the store's limit on folders (imap.max_mailboxes).
+var errTooManyMailboxes = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeLimit,
+	Text: "Too many mailboxes: delete some before creating more"}
 
 func specialUse(attr imap.MailboxAttr) string {
 	for _, u := range []string{backend.SpecialUseSent, backend.SpecialUseDrafts, backend.SpecialUseTrash,
@@ -187,7 +196,14 @@ func (s *session) Rename(name, newName string, _ *imap.RenameOptions) error {
 	if to == "INBOX" {
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAlreadyExists, Text: "INBOX always exists"}
 	}
+	if from != "INBOX" && strings.HasPrefix(to, from+"/") {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot,
+			Text: "A mailbox cannot be moved below itself"}
+	}
 	if err := s.user.RenameMailbox(s.ctx, from, to); err != nil {
+		if errors.Is(err, backend.ErrLimit) {
+			return errTooManyMailboxes
+		}
 		return s.fail("rename mailbox", err)
 	}
 	return nil

@@ -32,11 +32,16 @@ func (s *Server) toStore(name string) (string, error) {
 		}
 		name = strings.ReplaceAll(name, d, "/")
 	}
-	for _, el := range strings.Split(name, "/") {
-		if el == "" {
-			return "", &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot,
-				Text: "Mailbox names cannot have empty levels (" + d + d + ")"}
-		}
+	switch {
+	case name == "":
+		return "", &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot,
+			Text: "Mailbox name is empty"}
+	case strings.HasPrefix(name, "/"):
+		return "", &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot,
+			Text: "Mailbox names cannot begin with " + d}
+	case strings.HasSuffix(name, "/") || strings.Contains(name, "//"):
+		return "", &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot,
+			Text: "Mailbox names cannot have empty levels (" + d + d + ")"}
 	}
 	return name, nil
 }

@@ -2,7 +2,6 @@ package imapd
 
 import (
 	"io"
-	"slices"
 	"strings"
 	"time"
 
@@ -26,15 +25,28 @@ const maxSearchPart = 16 << 20
 // charset and compare case-insensitively.
 func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, opts *imap.SearchOptions) (*imap.SearchData, error) {
 	defer s.timed("SEARCH")()
+	prog, content, err := s.compileSearch(criteria)
+	if err != nil {
+		return nil, err
+	}
+	if content {
+		// A search that reads messages can take minutes on a big mailbox:
+		// stop it when the client goes away.
+		defer s.cc.watchPeer(s.cancel)()
+	}
 	cur, _ := s.sel.st.current()
 	var matches []int
 	for k := range s.sel.view.Messages {
+		if k%64 == 0 && s.ctx.Err() != nil {
+			s.log.Info("search stopped: connection closed", "scanned", k, "messages", len(s.sel.view.Messages))
+			return nil, s.fail("search", s.ctx.Err())
+		}
 		vm := &s.sel.view.Messages[k]
 		sm := &searchMsg{s: s, m: vm, seq: uint32(k + 1)}
 		if ci := cur.Find(vm.UID); ci >= 0 {
 			sm.m, sm.exists = &cur.Messages[ci], true
 		}
-		if sm.match(criteria) {
+		if sm.match(prog) {
 			matches = append(matches, k)
 		}
 	}
@@ -79,65 +91,63 @@ type searchMsg struct {
 	loaded  int      // bit 1: info, 2: header, 4: texts
 }
 
-func (sm *searchMsg) match(c *imap.SearchCriteria) bool {
+// match evaluates p, cheapest keys first, so that content is read only
+// for messages that pass the keys on flags, sizes, dates and numbers.
+func (sm *searchMsg) match(p *searchProg) bool {
 	m := sm.m
-	for _, set := range c.SeqNum {
-		if !seqContains(set, sm.seq, uint32(len(sm.s.sel.view.Messages))) {
+	for _, rs := range p.seqs {
+		if !inRanges(rs, sm.seq) {
 			return false
 		}
 	}
-	for _, set := range c.UID {
-		if imap.IsSearchRes(set) {
-			if _, ok := slices.BinarySearch(sm.s.sel.searchRes, m.UID); !ok {
-				return false
-			}
-		} else if !uidContains(set, imap.UID(m.UID), sm.s.sel.view) {
+	for _, rs := range p.uids {
+		if !inRanges(rs, uint32(m.UID)) {
 			return false
 		}
 	}
-	for _, f := range c.Flag {
+	for _, f := range p.flags {
 		if !sm.hasFlag(f) {
 			return false
 		}
 	}
-	for _, f := range c.NotFlag {
+	for _, f := range p.notFlags {
 		if sm.hasFlag(f) {
 			return false
 		}
 	}
-	if c.Larger > 0 && m.Size <= c.Larger || c.Smaller > 0 && m.Size >= c.Smaller {
+	if p.larger > 0 && m.Size <= p.larger || p.smaller > 0 && m.Size >= p.smaller {
 		return false
 	}
-	if !inDateRange(m.InternalDate, c.Since, c.Before) {
+	if !inDateRange(m.InternalDate, p.since, p.before) {
 		return false
 	}
-	for _, not := range c.Not {
-		if sm.match(&not) {
+	for _, not := range p.nots {
+		if sm.match(not) {
 			return false
 		}
 	}
-	for _, or := range c.Or {
-		if !sm.match(&or[0]) && !sm.match(&or[1]) {
+	for _, or := range p.ors {
+		if !sm.match(or[0]) && !sm.match(or[1]) {
 			return false
 		}
 	}
-	if !c.SentSince.IsZero() || !c.SentBefore.IsZero() {
+	if !p.sentSince.IsZero() || !p.sentBe.IsZero() {
 		info := sm.loadInfo()
-		if info == nil || info.env.Date.IsZero() || !inDateRange(info.env.Date, c.SentSince, c.SentBefore) {
+		if info == nil || info.env.Date.IsZero() || !inDateRange(info.env.Date, p.sentSince, p.sentBe) {
 			return false
 		}
 	}
-	for _, hf := range c.Header {
-		if !sm.matchHeader(hf.Key, hf.Value) {
+	for _, h := range p.headers {
+		if !sm.matchHeader(h.key, h.value) {
 			return false
 		}
 	}
-	for _, b := range c.Body {
+	for _, b := range p.bodies {
 		if !sm.matchBody(b, false) {
 			return false
 		}
 	}
-	for _, t := range c.Text {
+	for _, t := range p.texts {
 		if !sm.matchBody(t, true) {
 			return false
 		}
@@ -181,12 +191,12 @@ func (sm *searchMsg) loadInfo() *msgInfo {
 
 // matchHeader implements HEADER, FROM, TO, CC, BCC and SUBJECT: a
 // case-insensitive substring of the decoded field; an empty value matches
-// any message that has the field (RFC 3501 6.4.4).
-func (sm *searchMsg) matchHeader(key, value string) bool {
-	want := strings.ToLower(value)
-	switch strings.ToLower(key) {
+// any message that has the field (RFC 3501 6.4.4). key and want are
+// lower-cased.
+func (sm *searchMsg) matchHeader(key, want string) bool {
+	switch key {
 	case "from", "to", "cc", "bcc", "subject":
-		if value == "" {
+		if want == "" {
 			break // presence needs the header itself
 		}
 		info := sm.loadInfo()
@@ -194,10 +204,20 @@ func (sm *searchMsg) matchHeader(key, value string) bool {
 			return false
 		}
 		env := info.env
-		if strings.EqualFold(key, "subject") {
+		if key == "subject" {
 			return strings.Contains(strings.ToLower(env.Subject), want)
 		}
-		addrs := map[string][]imap.Address{"from": env.From, "to": env.To, "cc": env.Cc, "bcc": env.Bcc}[strings.ToLower(key)]
+		var addrs []imap.Address
+		switch key {
+		case "from":
+			addrs = env.From
+		case "to":
+			addrs = env.To
+		case "cc":
+			addrs = env.Cc
+		case "bcc":
+			addrs = env.Bcc
+		}
 		for _, a := range addrs {
 			s := strings.ToLower(a.Name + " <" + a.Mailbox + "@" + a.Host + ">")
 			if strings.Contains(s, want) {
@@ -212,7 +232,7 @@ func (sm *searchMsg) matchHeader(key, value string) bool {
 	}
 	fields := h.FieldsByKey(key)
 	for fields.Next() {
-		if value == "" {
+		if want == "" {
 			return true
 		}
 		v, err := fields.Text()
@@ -265,9 +285,9 @@ func decodeHeaderText(raw []byte) string {
 	return b.String()
 }
 
-// matchBody implements BODY (withHeader false) and TEXT.
-func (sm *searchMsg) matchBody(value string, withHeader bool) bool {
-	want := strings.ToLower(value)
+// matchBody implements BODY (withHeader false) and TEXT; want is
+// lower-cased.
+func (sm *searchMsg) matchBody(want string, withHeader bool) bool {
 	if withHeader {
 		if sm.loadHeader() == nil {
 			return false
@@ -316,26 +336,4 @@ func (sm *searchMsg) readTexts() []string {
 		return nil
 	})
 	return texts
-}
-
-func seqContains(set imap.SeqSet, seq, n uint32) bool {
-	for _, r := range set {
-		if lo, hi := span(r.Start, r.Stop, n); lo <= seq && seq <= hi {
-			return true
-		}
-	}
-	return false
-}
-
-func uidContains(set imap.UIDSet, uid imap.UID, view *backend.Snapshot) bool {
-	var last imap.UID
-	if n := len(view.Messages); n > 0 {
-		last = imap.UID(view.Messages[n-1].UID)
-	}
-	for _, r := range set {
-		if lo, hi := span(r.Start, r.Stop, last); lo <= uid && uid <= hi {
-			return true
-		}
-	}
-	return false
 }

@@ -94,6 +94,7 @@ func (s *session) unselect() {
 
 // Poll runs after every command: it tells the client what changed.
 func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
+	s.cc.commandSeen()
 	if s.sel == nil {
 		return nil
 	}

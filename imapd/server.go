@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -374,6 +375,82 @@ type countConn struct {
 	wmu      sync.Mutex
 	batching bool
 	wbuf     []byte
+
+	// cmdBytes counts octets read since a command last reached the
+	// session; past maxCommandBytes every Read fails with errCommandTooLong,
+	// except while an APPEND literal streams (appending).
+	cmdBytes  atomic.Int64
+	appending atomic.Bool
+	tooLong   atomic.Bool
+	// ahead and aheadErr hold what watchPeer read while a command ran.
+	// Only the goroutine that reads the connection touches them, or
+	// watchPeer's goroutine while that one waits for it.
+	ahead    []byte
+	aheadErr error
+}
+
+// maxCommandBytes bounds what a client may send for one command, literals
+// included, APPEND's message excepted. go-imap limits a command line to
+// 50 KiB but not the literals in it (up to 4 KiB each, any number of
+// them), so without this bound one SEARCH could make the server hold any
+// amount of memory while it is parsed.
+const maxCommandBytes = 1 << 20
+
+// errCommandTooLong is what the parser sees once a command passed
+// maxCommandBytes; go-imap answers it and then ends the connection, as
+// every later Read fails too.
+var errCommandTooLong = &imap.Error{Type: imap.StatusResponseTypeBad, Code: imap.ResponseCodeLimit,
+	Text: "Command too long (over 1 MiB with its literals); closing the connection"}
+
+// commandSeen restarts the count of a command's octets: the session calls
+// it whenever go-imap hands it a command.
+func (c *countConn) commandSeen() { c.cmdBytes.Store(0) }
+
+// streamLiteral lifts maxCommandBytes while an APPEND message is read (its
+// size is bounded by Options.AppendLimit instead).
+func (c *countConn) streamLiteral() (done func()) {
+	c.appending.Store(true)
+	return func() {
+		c.appending.Store(false)
+		c.cmdBytes.Store(0)
+	}
+}
+
+// watchPeer notices, while a long command runs, that the client has gone:
+// it reads ahead from the connection (go-imap does not read while a
+// command runs) and calls gone when the read fails. What it reads is kept
+// for go-imap's next Read, up to 64 KiB; stop ends the watch and must be
+// called before go-imap reads again.
+func (c *countConn) watchPeer(gone func()) (stop func()) {
+	const maxAhead = 64 << 10
+	if c.aheadErr != nil || len(c.ahead) >= maxAhead {
+		return func() {}
+	}
+	c.Conn.SetReadDeadline(time.Time{}) //nolint:errcheck // go-imap sets its own again before it reads
+	var stopping atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 4096)
+		for !stopping.Load() && len(c.ahead) < maxAhead {
+			n, err := c.Conn.Read(buf)
+			c.in.Add(int64(n))
+			c.ahead = append(c.ahead, buf[:n]...)
+			if err != nil {
+				if !errors.Is(err, os.ErrDeadlineExceeded) {
+					c.aheadErr = err
+					gone()
+				}
+				return
+			}
+		}
+	}()
+	return func() {
+		stopping.Store(true)
+		c.Conn.SetReadDeadline(time.Now()) //nolint:errcheck // ends the Read at once
+		<-done
+		c.Conn.SetReadDeadline(time.Time{}) //nolint:errcheck // as above
+	}
 }
 
 const batchSize = 64 << 10
@@ -404,8 +481,28 @@ func (c *countConn) flushLocked() error {
 }
 
 func (c *countConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	c.in.Add(int64(n))
+	if c.tooLong.Load() {
+		return 0, errCommandTooLong
+	}
+	var n int
+	var err error
+	switch {
+	case len(c.ahead) > 0:
+		n = copy(b, c.ahead)
+		c.ahead = c.ahead[n:]
+		if len(c.ahead) == 0 {
+			c.ahead = nil
+		}
+	case c.aheadErr != nil:
+		err, c.aheadErr = c.aheadErr, nil
+	default:
+		n, err = c.Conn.Read(b)
+		c.in.Add(int64(n))
+	}
+	if c.cmdBytes.Add(int64(n)) > maxCommandBytes && !c.appending.Load() {
+		c.tooLong.Store(true)
+		return 0, errCommandTooLong
+	}
 	return n, err
 }
 

@@ -87,6 +87,9 @@ func (s *session) Close() error {
 	defer s.mu.Unlock()
 	s.closed = true
 	s.unselect()
+	if s.cc.tooLong.Load() {
+		s.log.Warn("connection closed: command too long", "limit_bytes", maxCommandBytes)
+	}
 	if s.user != nil {
 		in, out := s.cc.in.Load(), s.cc.out.Load()
 		s.log.Info("logout", "duration", time.Since(s.loginAt).Round(time.Millisecond),
@@ -102,6 +105,7 @@ func (s *session) Close() error {
 
 // Login implements LOGIN and the PLAIN and LOGIN SASL mechanisms.
 func (s *session) Login(username, password string) error {
+	s.cc.commandSeen()
 	start := time.Now()
 	name := auth.Normalize(username)
 	result := func(res string, err error) {
@@ -186,7 +190,9 @@ func (s *session) Authenticate(mech string) (sasl.Server, error) {
 
 // timed records how long a command took: go-imap has no command hook, so
 // each handler reports its own.
+// It also marks that a command reached the session (see maxCommandBytes).
 func (s *session) timed(name string) func() {
+	s.cc.commandSeen()
 	start := time.Now()
 	return func() { s.srv.opts.Metrics.Command(name, time.Since(start)) }
 }

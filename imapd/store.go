@@ -2,6 +2,7 @@ package imapd
 
 import (
 	"errors"
+	"io"
 	"reflect"
 	"strings"
 
@@ -201,6 +202,13 @@ func isCloseWriter(w *imapserver.ExpungeWriter) bool {
 // store checks the quota before the message becomes visible.
 func (s *session) Append(mailbox string, r imap.LiteralReader, opts *imap.AppendOptions) (*imap.AppendData, error) {
 	defer s.timed("APPEND")()
+	done := s.cc.streamLiteral()
+	defer func() {
+		// What the store did not read (a refused APPEND) is skipped here,
+		// still outside the command size limit.
+		io.Copy(io.Discard, r) //nolint:errcheck // go-imap sees the same error on its next read
+		done()
+	}()
 	name, err := s.srv.toStore(mailbox)
 	if err != nil {
 		return nil, err
