@@ -2,10 +2,18 @@ package ldapauth
 
 import (
 	"context"
+	"fmt"
 	"runtime"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/roost-mail/roost/auth"
+	"github.com/roost-mail/roost/auth/fileauth"
+	"github.com/roost-mail/roost/internal/testenv"
 )
 
 // parallel4 runs body in exactly 4 goroutines (4 concurrent clients),
@@ -112,4 +120,85 @@ func BenchmarkLDAPLogin(b *testing.B) {
 			return c.Bind("uid=alice,ou=people,"+suffix, "alice-pw")
 		})
 	})
+}
+
+// BenchmarkUnknownUserTiming compares, with one client, a login for a name
+// the directory does not have with a wrong password for alice (whose
+// userPassword slapd compares as clear text) and for erin (a {CRYPT}
+// SHA512-crypt hash, 5000 rounds, which slapd checks with crypt(3)), in
+// search+bind and bind mode. The two kinds of attempt alternate, in
+// alternating order; it reports their medians and unknown/known, which is 1
+// when timing does not tell whether a user exists.
+func BenchmarkUnknownUserTiming(b *testing.B) {
+	s := startSlapd(b)
+	h, err := fileauth.Hash("SHA512-CRYPT", "erin-pw")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addEntry(b, s, "uid=erin,ou=people,"+suffix, map[string][]string{"objectClass": {"inetOrgPerson"},
+		"uid": {"erin"}, "cn": {"Erin"}, "sn": {"E"}, "userPassword": {strings.Replace(h, "{SHA512-CRYPT}", "{CRYPT}", 1)}})
+	for _, mode := range []struct {
+		name string
+		o    Options
+	}{{"search-bind", searchModeOpts(s)}, {"bind", bindModeOpts(s)}} {
+		a, err := New(mode.o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer a.Close()
+		for _, known := range []string{"alice", "erin"} {
+			b.Run(mode.name+"/"+known, func(b *testing.B) {
+				var kt, ut []time.Duration
+				try := func(user string, into *[]time.Duration) {
+					start := time.Now()
+					_, err := a.Authenticate(context.Background(), user, "wrong password")
+					*into = append(*into, time.Since(start))
+					if err != auth.ErrInvalidCredentials {
+						b.Fatalf("%s: %v", user, err)
+					}
+				}
+				i := 0
+				for b.Loop() {
+					u := fmt.Sprintf("nobody%d", i)
+					if i%2 == 0 {
+						try(known, &kt)
+						try(u, &ut)
+					} else {
+						try(u, &ut)
+						try(known, &kt)
+					}
+					i++
+				}
+				mk, mu := median(kt), median(ut)
+				b.ReportMetric(float64(mk.Microseconds()), "known-µs")
+				b.ReportMetric(float64(mu.Microseconds()), "unknown-µs")
+				b.ReportMetric(float64(mu)/float64(mk), "unknown/known")
+			})
+		}
+	}
+}
+
+// addEntry adds an entry to s as the root account.
+func addEntry(b *testing.B, s *slapd, dn string, attrs map[string][]string) {
+	c, err := ldap.DialURL(s.URL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Bind(testenv.SlapdRootDN, testenv.SlapdRootPassword); err != nil {
+		b.Fatal(err)
+	}
+	req := ldap.NewAddRequest(dn, nil)
+	for k, v := range attrs {
+		req.Attribute(k, v)
+	}
+	if err := c.Add(req); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
 }

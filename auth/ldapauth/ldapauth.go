@@ -16,6 +16,9 @@
 //   - Only LDAP result 49 (invalidCredentials) for the user's own bind, or
 //     a user the search does not find, is auth.ErrInvalidCredentials; a
 //     down, slow or misconfigured server is auth.ErrUnavailable.
+//   - A user the search does not find costs a bind too (to a DN without an
+//     entry, see decoyRDN), so an unknown name is not a round trip faster
+//     than a wrong password.
 //   - Connections are pooled (PoolSize per kind: service searches, user
 //     binds), dropped on network errors and re-dialled, so a restarted
 //     server is used again without restarting Roost. Several URLs fail
@@ -226,7 +229,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, username, password str
 	} else {
 		e, err := a.search(ctx, u)
 		if errors.Is(err, auth.ErrNoSuchUser) {
-			return nil, auth.ErrInvalidCredentials
+			return nil, a.decoyBind(ctx, u, password)
 		}
 		if err != nil {
 			return nil, err
@@ -262,6 +265,31 @@ func (a *Authenticator) Authenticate(ctx context.Context, username, password str
 		return nil, a.unavailable(ctx, "user bind", u, err)
 	}
 	return a.identity(ctx, u, entry), nil
+}
+
+// decoyRDN, under BaseDN, names no entry. In search+bind mode a user the
+// search does not find is bound under it anyway, so an unknown name costs
+// the search and a refused bind, as a wrong password does, and does not
+// answer a round trip sooner. What remains is the directory's own check of
+// a real entry's password hash, which a DN without an entry skips.
+const decoyRDN = "cn=roost-unknown-user"
+
+// decoyBind binds as decoyRDN with password for the time it takes and
+// returns what a wrong password would: auth.ErrInvalidCredentials, or
+// auth.ErrUnavailable when the directory could not answer.
+func (a *Authenticator) decoyBind(ctx context.Context, u, password string) error {
+	err := a.binds.do(ctx, func(c *ldap.Conn) error {
+		return c.Bind(decoyRDN+","+a.opts.BaseDN, password)
+	})
+	switch {
+	case err == nil, ldap.IsErrorAnyOf(err, ldap.LDAPResultInvalidCredentials):
+		return auth.ErrInvalidCredentials
+	case isResultError(err) && !ldap.IsErrorAnyOf(err, ldap.LDAPResultBusy, ldap.LDAPResultUnavailable):
+		// Another refusal of a DN without an entry (noSuchObject,
+		// unwillingToPerform) still means "no such user".
+		return auth.ErrInvalidCredentials
+	}
+	return a.unavailable(ctx, "user bind", u, err)
 }
 
 // isResultError reports an LDAP result code from the server (as opposed to
