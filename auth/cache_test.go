@@ -134,3 +134,56 @@ func TestCacheKeepsLister(t *testing.T) {
 		t.Error("NewCache with TTLs 0 should return the backend itself")
 	}
 }
+
+// counted counts the logins that reach the backend.
+type counted struct {
+	auth.Authenticator
+	logins int
+}
+
+func (c *counted) Authenticate(ctx context.Context, u, p string) (*auth.Identity, error) {
+	c.logins++
+	return c.Authenticator.Authenticate(ctx, u, p)
+}
+
+// TestCacheSameAnswerForUnknownUsers: through the stack the daemons use
+// (backend, WithDefaults, NewCache), an unknown user and a wrong password
+// get the same error, reach the backend the same number of times and are
+// cached alike, so neither the answer nor a cache hit tells them apart.
+func TestCacheSameAnswerForUnknownUsers(t *testing.T) {
+	h, err := fileauth.Hash("SHA512-CRYPT", "alice-pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fa, _ := newFileBackend(t, "admin:{PLAIN}admin-pw\nalice:"+h+"\n")
+	for _, neg := range []time.Duration{0, time.Minute} {
+		b := &counted{Authenticator: fa}
+		a := auth.NewCache(auth.WithDefaults(b, auth.Defaults{MailRoot: "/m"}), time.Minute, neg)
+		var answers []string
+		var calls []int
+		for _, user := range []string{"alice", "nobody"} {
+			for range 3 {
+				_, err := a.Authenticate(context.Background(), user, "wrong")
+				if !errors.Is(err, auth.ErrInvalidCredentials) || errors.Is(err, auth.ErrUnavailable) {
+					t.Fatalf("%s: %v", user, err)
+				}
+				answers = append(answers, err.Error())
+			}
+			calls = append(calls, b.logins)
+			b.logins = 0
+		}
+		for _, s := range answers[1:] {
+			if s != answers[0] {
+				t.Errorf("negative_ttl %v: answers differ: %q", neg, answers)
+				break
+			}
+		}
+		want := 1 // then served from the negative cache
+		if neg == 0 {
+			want = 3
+		}
+		if calls[0] != want || calls[1] != want {
+			t.Errorf("negative_ttl %v: backend asked %d times for a wrong password, %d for an unknown user; want %d", neg, calls[0], calls[1], want)
+		}
+	}
+}
