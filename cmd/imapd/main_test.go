@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -61,7 +62,7 @@ func TestRun(t *testing.T) {
 	conf := filepath.Join(dir, "roost.yaml")
 	yaml := "mail:\n  root: " + root + "\n  fsync: false\n" +
 		"auth:\n  file:\n    path: " + users + "\n" +
-		"imap:\n  listen: [\"" + addr + "\"]\n  listen_tls: [\"" + tlsAddr + "\"]\n  delimiter: \".\"\n" +
+		"imap:\n  listen: [\"" + addr + "\"]\n  listen_tls: [\"" + tlsAddr + "\"]\n  delimiter: \".\"\n  max_mailboxes: 2\n" +
 		"tls:\n  cert_file: " + cert + "\n  key_file: " + key + "\n" +
 		"security:\n  allow_plaintext_auth: true\n  allow_root: true\n"
 	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
@@ -118,6 +119,14 @@ func TestRun(t *testing.T) {
 		}
 	}
 	check(c)
+	// imap.max_mailboxes reaches the store: the third folder is refused.
+	for i, name := range []string{"a", "b", "c"} {
+		err := c.Create(name, nil).Wait()
+		var ie *imap.Error
+		if limited := errors.As(err, &ie) && ie.Code == imap.ResponseCodeLimit; limited != (i == 2) {
+			t.Errorf("CREATE %s: %v", name, err)
+		}
+	}
 	tc, err := imapclient.DialTLS(tlsAddr, &imapclient.Options{TLSConfig: &tls.Config{InsecureSkipVerify: true}})
 	if err != nil {
 		t.Fatal(err)

@@ -156,6 +156,10 @@ type IMAP struct {
 	// MaxUserIPConnections limits connections per user and IP (Dovecot's
 	// mail_max_userip_connections).
 	MaxUserIPConnections int `mapstructure:"max_user_ip_connections"`
+	// MaxMailboxes limits the folders a user may have, not counting INBOX
+	// and mail.special_use; CREATE beyond it answers NO [LIMIT]. 0 = no
+	// limit.
+	MaxMailboxes int `mapstructure:"max_mailboxes"`
 }
 
 // POP3 configures pop3d.
@@ -265,6 +269,7 @@ func defaults() map[string]any {
 		"imap.append_limit":               "50M",
 		"imap.idle_timeout":               "30m",
 		"imap.max_user_ip_connections":    10,
+		"imap.max_mailboxes":              1000,
 		"pop3.listen":                     []string{"127.0.0.1:110"},
 		"pop3.listen_tls":                 []string{},
 		"pop3.uidl_format":                "%08Xu%08Xv",
@@ -403,6 +408,9 @@ func (c *Config) Validate() error {
 	}
 	if d := c.IMAP.Delimiter; len(d) != 1 || d == `"` || d == `\` {
 		bad("imap.delimiter %q: use one character such as / or .", d)
+	}
+	if c.IMAP.MaxMailboxes < 0 {
+		bad("imap.max_mailboxes %d: use 0 for no limit, or the number of folders a user may have", c.IMAP.MaxMailboxes)
 	}
 	for key, list := range map[string][]string{
 		"imap.listen": c.IMAP.Listen, "imap.listen_tls": c.IMAP.ListenTLS,

@@ -95,6 +95,8 @@ func (e *Env) openStore() backend.Store {
 		IncludeTrash: c.Quota.IncludeTrash,
 		GracePercent: c.Quota.GracePercent,
 		Logger:       e.Logger,
+		// Only imapd creates folders; the limit is the IMAP one.
+		MaxMailboxes: c.IMAP.MaxMailboxes,
 	})
 	e.closeLater(s)
 	return s
