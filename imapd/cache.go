@@ -27,19 +27,26 @@ type msgCache struct {
 	mu    sync.Mutex
 	used  int64
 	lru   *list.List // of *cacheEntry, most recent first
-	items map[string]*list.Element
+	items map[cacheKey]*list.Element
+}
+
+// cacheKey names a message for the cache: the user, and the message's
+// store key (unique in its mailbox and never reused for other content)
+// prefixed with the mailbox when the store has none.
+type cacheKey struct {
+	user, msg string
 }
 
 type cacheEntry struct {
-	key  string
+	key  cacheKey
 	info *msgInfo
 }
 
 func newMsgCache(max int64) *msgCache {
-	return &msgCache{max: max, lru: list.New(), items: make(map[string]*list.Element)}
+	return &msgCache{max: max, lru: list.New(), items: make(map[cacheKey]*list.Element)}
 }
 
-func (c *msgCache) get(key string) *msgInfo {
+func (c *msgCache) get(key cacheKey) *msgInfo {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.items[key]; ok {
@@ -49,7 +56,7 @@ func (c *msgCache) get(key string) *msgInfo {
 	return nil
 }
 
-func (c *msgCache) put(key string, info *msgInfo) {
+func (c *msgCache) put(key cacheKey, info *msgInfo) {
 	if c.max < 0 {
 		return
 	}
@@ -76,8 +83,8 @@ func (c *msgCache) put(key string, info *msgInfo) {
 
 // estimateCost approximates the heap bytes an entry holds: fixed overheads
 // plus the strings it keeps.
-func estimateCost(key string, info *msgInfo) int64 {
-	n := int64(200 + len(key))
+func estimateCost(key cacheKey, info *msgInfo) int64 {
+	n := int64(200 + len(key.user) + len(key.msg))
 	if env := info.env; env != nil {
 		n += 160 + int64(len(env.Subject)+len(env.MessageID))
 		for _, l := range [][]imap.Address{env.From, env.Sender, env.ReplyTo, env.To, env.Cc, env.Bcc} {

@@ -54,6 +54,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, opts *ima
 		}
 	}
 
+	var scratch fetchScratch
 	gone := false
 	for _, k := range idx {
 		vm := &sel.view.Messages[k]
@@ -67,7 +68,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, opts *ima
 		if seen {
 			m = &nm
 		}
-		err := s.fetchOne(w, uint32(k+1), vm, m, opts, seen, exists)
+		err := s.fetchOne(w, &scratch, uint32(k+1), vm, m, opts, seen, exists)
 		if errors.Is(err, backend.ErrNoSuchMessage) || errors.Is(err, errNeedsContent) {
 			gone = true
 			continue
@@ -106,7 +107,7 @@ func setsSeen(opts *imap.FetchOptions) bool {
 // caller answers NO [EXPUNGEISSUED], RFC 2180 4.1) instead of being sent
 // with empty or made-up content; an open file stays readable even if
 // another process removes it meanwhile.
-func (s *session) fetchOne(w *imapserver.FetchWriter, seq uint32, vm, m *backend.Message, opts *imap.FetchOptions, flagsChanged, exists bool) error {
+func (s *session) fetchOne(w *imapserver.FetchWriter, scratch *fetchScratch, seq uint32, vm, m *backend.Message, opts *imap.FetchOptions, flagsChanged, exists bool) error {
 	needTree := opts.BodyStructure != nil || len(opts.BinarySectionSize) > 0
 	needInfo := opts.Envelope || needTree
 	for _, bs := range opts.BodySection {
@@ -125,7 +126,7 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, seq uint32, vm, m *backend
 	var info *msgInfo
 	if needInfo {
 		var err error
-		if info, err = s.messageInfo(m, needTree); err != nil {
+		if info, err = s.loadInfo(m, needTree, scratch); err != nil {
 			return err
 		}
 	}
@@ -191,12 +192,12 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, seq uint32, vm, m *backend
 	var werr error
 	for i, sec := range opts.BodySection {
 		wc := rw.WriteBodySection(sec, plans[i].size)
-		werr = errors.Join(werr, s.emit(wc, m, &plans[i]), wc.Close())
+		werr = errors.Join(werr, s.emit(wc, m, &plans[i], scratch), wc.Close())
 	}
 	for i, sec := range opts.BinarySection {
 		p := &plans[len(opts.BodySection)+i]
 		wc := rw.WriteBinarySection(sec, p.size)
-		werr = errors.Join(werr, s.emit(wc, m, p), wc.Close())
+		werr = errors.Join(werr, s.emit(wc, m, p, scratch), wc.Close())
 	}
 	for i, sec := range opts.BinarySectionSize {
 		rw.WriteBinarySectionSize(sec, uint32(binSizes[i]))
@@ -204,12 +205,22 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, seq uint32, vm, m *backend
 	return errors.Join(werr, rw.Close())
 }
 
+// fetchScratch holds buffers one FETCH reuses from message to message.
+type fetchScratch struct {
+	hdr  []byte // header block being read
+	copy []byte // body section being streamed
+}
+
 // messageInfo returns the cached content-derived data of m, reading the
 // message if the cache lacks it. needTree asks for the MIME structure.
 func (s *session) messageInfo(m *backend.Message, needTree bool) (*msgInfo, error) {
-	key := s.username + "\x00" + m.Key
+	return s.loadInfo(m, needTree, &fetchScratch{})
+}
+
+func (s *session) loadInfo(m *backend.Message, needTree bool, scratch *fetchScratch) (*msgInfo, error) {
+	key := cacheKey{user: s.username, msg: m.Key}
 	if m.Key == "" {
-		key = s.username + "\x00" + s.sel.st.key + "\x00" + strconv.FormatUint(uint64(s.sel.view.UIDValidity), 10) +
+		key.msg = s.sel.st.key + "\x00" + strconv.FormatUint(uint64(s.sel.view.UIDValidity), 10) +
 			"\x00" + strconv.FormatUint(uint64(m.UID), 10)
 	}
 	if info := s.srv.cache.get(key); info != nil && (!needTree || info.tree != nil) {
@@ -229,7 +240,9 @@ func (s *session) messageInfo(m *backend.Message, needTree bool) (*msgInfo, erro
 		info = &msgInfo{env: imapserver.ExtractEnvelope(root.header), hdrLen: root.bodyOff, bs: bodyStructure(root), tree: root}
 		stripHeaders(root)
 	} else {
-		hdr, n, err := readHeaderBlock(r)
+		var hdr []byte
+		var n int64
+		hdr, n, scratch.hdr, err = readHeaderInto(r, scratch.hdr)
 		if err != nil {
 			return nil, fmt.Errorf("read message %d: %w", m.UID, err)
 		}
@@ -432,7 +445,7 @@ func (s *session) openRange(m *backend.Message, p sectionPlan) (io.ReadCloser, e
 // was cut in place, which Maildir writers never do) no answer can be
 // right: the connection is closed, as Dovecot does, rather than sending
 // padding as if it were the message.
-func (s *session) emit(w io.Writer, m *backend.Message, p *sectionPlan) error {
+func (s *session) emit(w io.Writer, m *backend.Message, p *sectionPlan, scratch *fetchScratch) error {
 	if p.buf != nil {
 		_, err := w.Write(p.buf)
 		return err
@@ -440,8 +453,11 @@ func (s *session) emit(w io.Writer, m *backend.Message, p *sectionPlan) error {
 	if p.size == 0 {
 		return nil
 	}
+	if scratch.copy == nil {
+		scratch.copy = make([]byte, 64<<10)
+	}
 	er := &errReader{r: p.r}
-	n, err := io.CopyN(w, er, p.size)
+	n, err := io.CopyBuffer(w, io.LimitReader(er, p.size), scratch.copy)
 	if n < p.size && er.err != nil {
 		s.log.Error("message file shorter than its recorded size; closing the connection", "uid", m.UID, "want", p.size, "got", n, "err", er.err)
 		s.cc.Close()

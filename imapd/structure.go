@@ -51,11 +51,6 @@ func parseHeader(raw []byte) textproto.Header {
 	return h
 }
 
-// envelopeOf returns the ENVELOPE of a message header (RFC 3501 7.4.2).
-func envelopeOf(raw []byte) *imap.Envelope {
-	return imapserver.ExtractEnvelope(parseHeader(raw))
-}
-
 // bodyStructure builds the extended BODYSTRUCTURE of pt (RFC 3501 7.4.2);
 // BODY is written from the same value without the extension data.
 func bodyStructure(pt *part) imap.BodyStructure {

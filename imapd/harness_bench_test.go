@@ -1,0 +1,159 @@
+package imapd_test
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/roost-mail/roost/bench"
+)
+
+// harnessData returns a fresh copy (hard links) of the mail the bench
+// harness generates — realistic Postfix-written messages, not the uniform
+// ones of largeMaildir — and a passwd-file for its users "big" and
+// "large". The data set is generated once into the harness's cache.
+func harnessData(b *testing.B) (root, users string) {
+	b.Helper()
+	spec := bench.DataSpec{Seed: 1, BigMessages: benchMessages(), LargeMessages: 20, LargeMaxKB: 8192}
+	src, err := bench.EnsureData(filepath.Join(os.TempDir(), "roost-bench-cache"), spec, b.Logf)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	root = filepath.Join(dir, "mail")
+	if err := bench.LinkTree(src, root); err != nil {
+		b.Fatal(err)
+	}
+	users = filepath.Join(dir, "users")
+	lines := ""
+	for _, u := range []string{"big", "large"} {
+		lines += u + ":{PLAIN}" + bench.Password(u) + "::::::\n"
+	}
+	if err := os.WriteFile(users, []byte(lines), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return root, users
+}
+
+func harnessLogin(b *testing.B, addr, user string) *imapclient.Client {
+	b.Helper()
+	c, err := imapclient.DialInsecure(addr, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := c.Login(user, bench.Password(user)).Wait(); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
+
+// BenchmarkHarness runs the FETCH rows of the bench harness's "big" and
+// "large" workloads in process, so that they can be profiled
+// (-cpuprofile): the whole mailbox's FLAGS, ENVELOPE (from the files, then
+// from the cache), and the BODYSTRUCTURE (uncached) and BODY[] of the
+// large MIME messages.
+func BenchmarkHarness(b *testing.B) {
+	n := benchMessages()
+	root, users := harnessData(b)
+	addr, stop := benchServer(b, root, users) // builds the store's indexes once
+	harnessLogin(b, addr, "big").Logout().Wait()
+	harnessLogin(b, addr, "large").Logout().Wait()
+	stop()
+	all := imap.SeqSet{{Start: 1, Stop: 0}}
+	envelopes := func(b *testing.B, c *imapclient.Client) {
+		cmd := c.Fetch(all, &imap.FetchOptions{Envelope: true})
+		got := 0
+		for m := cmd.Next(); m != nil; m = cmd.Next() {
+			buf, err := m.Collect()
+			if err != nil || buf.Envelope == nil || buf.Envelope.MessageID == "" {
+				b.Fatalf("message %d: %v, envelope %+v", got+1, err, buf.Envelope)
+			}
+			got++
+		}
+		if err := cmd.Close(); err != nil || got != n {
+			b.Fatalf("FETCH ENVELOPE: %v, %d responses", err, got)
+		}
+	}
+
+	b.Run("UIDFetchFlags", func(b *testing.B) {
+		addr, stop := benchServer(b, root, users)
+		defer stop()
+		c := harnessLogin(b, addr, "big")
+		defer func() { c.Logout().Wait() }()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if got := drain(b, c.Fetch(imap.UIDSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, Flags: true})); got != n {
+				b.Fatalf("%d responses", got)
+			}
+		}
+	})
+	b.Run("FetchEnvelopeFirst", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			addr, stop := benchServer(b, root, users)
+			c := harnessLogin(b, addr, "big")
+			b.StartTimer()
+			envelopes(b, c)
+			b.StopTimer()
+			c.Logout().Wait()
+			stop()
+			b.StartTimer()
+		}
+	})
+	b.Run("FetchEnvelopeSecond", func(b *testing.B) {
+		addr, stop := benchServer(b, root, users)
+		defer stop()
+		c := harnessLogin(b, addr, "big")
+		defer func() { c.Logout().Wait() }()
+		envelopes(b, c)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			envelopes(b, c)
+		}
+	})
+	b.Run("LargeBodyStructure", func(b *testing.B) {
+		addr, stop := benchServer(b, root, users, -1) // no cache: every FETCH parses
+		defer stop()
+		c := harnessLogin(b, addr, "large")
+		defer func() { c.Logout().Wait() }()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if got := drain(b, c.Fetch(all, &imap.FetchOptions{BodyStructure: &imap.FetchItemBodyStructure{Extended: true}})); got != 20 {
+				b.Fatalf("%d responses", got)
+			}
+		}
+	})
+	b.Run("LargeBody", func(b *testing.B) {
+		addr, stop := benchServer(b, root, users)
+		defer stop()
+		c := harnessLogin(b, addr, "large")
+		defer func() { c.Logout().Wait() }()
+		b.ResetTimer()
+		var total int64
+		for i := 0; i < b.N; i++ {
+			cmd := c.Fetch(all, &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{Peek: true}}})
+			for m := cmd.Next(); m != nil; m = cmd.Next() {
+				for item := m.Next(); item != nil; item = m.Next() {
+					if it, ok := item.(imapclient.FetchItemDataBodySection); ok {
+						k, err := io.Copy(io.Discard, it.Literal)
+						if err != nil {
+							b.Fatal(err)
+						}
+						total += k
+					}
+				}
+			}
+			if err := cmd.Close(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.SetBytes(total / int64(b.N))
+	})
+}
