@@ -1,10 +1,10 @@
 package pop3d
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/base64"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -76,7 +76,7 @@ func FuzzSASL(f *testing.F) {
 	})
 }
 
-// FuzzDotStuff checks the streaming dot-stuffer against net/textproto's
+// FuzzDotStuff checks the streaming dot-stuffers against net/textproto's
 // DotReader: decoding what we send gives back the message.
 func FuzzDotStuff(f *testing.F) {
 	f.Fuzz(func(t *testing.T, msg []byte, top uint8) {
@@ -84,18 +84,22 @@ func FuzzDotStuff(f *testing.F) {
 		msg = bytes.ReplaceAll(msg, []byte("\r"), nil)
 		msg = bytes.ReplaceAll(msg, []byte("\n"), []byte("\r\n"))
 		var out bytes.Buffer
-		w := bufio.NewWriter(&out)
-		n, err := copyDotStuffed(w, bytes.NewReader(msg), make([]byte, 1+len(msg)%64))
-		w.Flush()
-		if err != nil || n != int64(len(msg)) {
-			t.Fatalf("copy: n=%d err=%v", n, err)
-		}
+		w := newWireBuffer(len(msg) % 50)
 		want := bytes.ReplaceAll(msg, []byte("\r\n"), []byte("\n"))
 		if len(want) > 0 && want[len(want)-1] != '\n' {
 			want = append(want, '\n')
 		}
-		if got := dotDecode(t, out.Bytes()); !bytes.Equal(got, want) {
-			t.Fatalf("round trip: got %q, want %q", got, want)
+		for _, raw := range []bool{true, false} {
+			out.Reset()
+			w.reset(&out)
+			n, err := copyMessage(w, bytes.NewReader(msg), make([]byte, 1+len(msg)%64), int64(len(msg)), raw)
+			w.Flush()
+			if err != nil || n != int64(len(msg)) {
+				t.Fatalf("copy raw=%v: n=%d err=%v", raw, n, err)
+			}
+			if got := dotDecode(t, out.Bytes()); !bytes.Equal(got, want) {
+				t.Fatalf("round trip raw=%v: got %q, want %q", raw, got, want)
+			}
 		}
 		out.Reset()
 		if _, err := copyTop(w, bytes.NewReader(msg), int64(top)); err != nil {
@@ -107,6 +111,107 @@ func FuzzDotStuff(f *testing.F) {
 			t.Fatalf("TOP %d: %q is not a prefix of %q", top, got, want)
 		}
 	})
+}
+
+// FuzzCopyMessage compares copyMessage, which moves whole runs and
+// carries its state across chunk boundaries, with wireForm, which works
+// an octet at a time: any bytes (LF, CRLF, bare CR), read in chunks of
+// the sizes in chunks, through a wire buffer of any size, with a recorded
+// size that cuts the message or is more than it has, give exactly the
+// same octets. The same message in CRLF form, copied without conversion
+// (as OpenMessage's stream is), gives them too.
+func FuzzCopyMessage(f *testing.F) {
+	f.Fuzz(func(t *testing.T, msg, chunks []byte, outSize uint8, cut int8) {
+		full := crlfSize(string(msg))
+		size := max(full-int64(cut), 0)
+		want, wantErr := wireForm(msg, size)
+		if wantErr {
+			// Only the terminator is missing, so the client sees no end.
+			want = want[:len(want)-len(".\r\n")]
+			if len(msg) > 0 && msg[len(msg)-1] != '\n' {
+				want = want[:len(want)-len("\r\n")]
+			}
+		}
+		for _, tc := range []struct {
+			in  []byte
+			raw bool
+		}{{msg, true}, {crlfOf(msg), false}} {
+			var out bytes.Buffer
+			w := newWireBuffer(int(outSize))
+			w.reset(&out)
+			n, err := copyMessage(w, &chunkReader{data: tc.in, chunks: chunks}, make([]byte, 256), size, tc.raw)
+			w.Flush()
+			if wantErr {
+				if !errors.Is(err, io.ErrUnexpectedEOF) || n != full {
+					t.Fatalf("%q raw=%v, recorded size %d: n=%d err=%v, want %d and ErrUnexpectedEOF", tc.in, tc.raw, size, n, err, full)
+				}
+			} else if err != nil || n != size {
+				t.Fatalf("%q raw=%v: n=%d err=%v, want %d", tc.in, tc.raw, n, err, size)
+			}
+			if !bytes.Equal(out.Bytes(), want) {
+				t.Fatalf("%q raw=%v in chunks %v, size %d:\ngot  %q\nwant %q", tc.in, tc.raw, chunks, size, out.Bytes(), want)
+			}
+		}
+	})
+}
+
+// crlfOf is msg with every bare LF made CRLF.
+func crlfOf(msg []byte) []byte {
+	var out []byte
+	for i, c := range msg {
+		if c == '\n' && (i == 0 || msg[i-1] != '\r') {
+			out = append(out, '\r')
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// wireForm is the reference for copyMessage: the CRLF form of msg, cut to
+// size octets, dot-stuffed and terminated; short reports a msg with fewer
+// than size octets in that form.
+func wireForm(msg []byte, size int64) (wire []byte, short bool) {
+	crlf := crlfOf(msg)
+	if int64(len(crlf)) < size {
+		short = true
+	}
+	crlf = crlf[:min(int64(len(crlf)), size)]
+	for i, c := range crlf {
+		if c == '.' && (i == 0 || crlf[i-1] == '\n') {
+			wire = append(wire, '.')
+		}
+		wire = append(wire, c)
+	}
+	if len(crlf) > 0 && crlf[len(crlf)-1] != '\n' {
+		wire = append(wire, '\r', '\n')
+	}
+	return append(wire, ".\r\n"...), short
+}
+
+// chunkReader returns data in reads of the sizes in chunks (each 0–15,
+// cycling; a 0 is an empty read, never twice in a row), or all at once if
+// chunks is empty.
+type chunkReader struct {
+	data, chunks []byte
+	next         int  // index in chunks
+	empty        bool // the last read was empty
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	n := len(r.data)
+	if len(r.chunks) > 0 {
+		n = int(r.chunks[r.next%len(r.chunks)] % 16)
+		r.next++
+		if n == 0 && r.empty {
+			n = 1
+		}
+	}
+	n = copy(p, r.data[:min(n, len(r.data))])
+	r.data, r.empty = r.data[n:], n == 0
+	return n, nil
 }
 
 // FuzzUIDLFormat: a format is refused or gives, for every message, a UIDL

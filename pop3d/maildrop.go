@@ -1,9 +1,12 @@
 package pop3d
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"time"
 
 	"github.com/roost-mail/roost/backend"
@@ -17,7 +20,7 @@ type maildrop struct {
 	mbox     backend.Mailbox
 	release  func() error
 	uidv     uint32
-	msgs     []backend.Message // immutable (from the snapshot)
+	msgs     []backend.Message // in POP3 order (pop3Order); immutable
 	deleted  []bool
 	sent     []bool // RETR completed: to be marked \Seen
 	markSeen bool
@@ -29,7 +32,7 @@ type maildrop struct {
 func newMaildrop(u backend.User, mbox backend.Mailbox, release func() error, snap *backend.Snapshot, markSeen bool) *maildrop {
 	d := &maildrop{
 		user: u, mbox: mbox, release: release, uidv: snap.UIDValidity,
-		msgs:    snap.Messages,
+		msgs:    pop3Order(snap.Messages),
 		deleted: make([]bool, len(snap.Messages)),
 		sent:    make([]bool, len(snap.Messages)),
 		count:   len(snap.Messages), markSeen: markSeen,
@@ -38,6 +41,34 @@ func newMaildrop(u backend.User, mbox backend.Mailbox, release func() error, sna
 		d.size += d.msgs[i].Size
 	}
 	return d
+}
+
+// pop3Order returns msgs (sorted by UID) in POP3 order, as Dovecot lists
+// them: messages with a POP3Order (their place in the listing of the
+// server they were migrated from) first, by that order, then the others,
+// by UID. A migrated user's message n is then the old server's message n,
+// which clients that track messages by number rather than by UIDL need.
+// msgs is not modified: it belongs to the store's snapshot.
+func pop3Order(msgs []backend.Message) []backend.Message {
+	migrated := false
+	for i := range msgs {
+		if msgs[i].POP3Order != 0 {
+			migrated = true
+			break
+		}
+	}
+	if !migrated {
+		return msgs
+	}
+	key := func(m *backend.Message) uint64 {
+		if m.POP3Order == 0 {
+			return math.MaxUint32 + 1
+		}
+		return uint64(m.POP3Order)
+	}
+	sorted := slices.Clone(msgs)
+	slices.SortStableFunc(sorted, func(a, b backend.Message) int { return cmp.Compare(key(&a), key(&b)) })
+	return sorted
 }
 
 // errNoMessage is the reply text for a bad or deleted message number.
@@ -104,6 +135,7 @@ func (d *maildrop) update(ctx context.Context, expireDays int, now time.Time) (u
 	if len(uids) == 0 {
 		return res, nil
 	}
+	slices.Sort(uids) // the store's order, whatever the POP3 order was
 	removed, err := d.mbox.Expunge(ctx, uids)
 	res.expunged = len(removed)
 	if err != nil {
@@ -126,6 +158,7 @@ func (d *maildrop) close(ctx context.Context) error {
 			}
 		}
 		if len(uids) > 0 {
+			slices.Sort(uids)
 			if _, err := d.mbox.SetFlags(ctx, uids, backend.FlagsAdd, backend.FlagSeen, nil); err != nil {
 				errs = append(errs, fmt.Errorf("mark %d messages \\Seen: %w", len(uids), err))
 			}

@@ -245,27 +245,28 @@ func (s *session) flush() error {
 // or UIDL of every message). They are pooled in the Server, so an idle
 // session holds only its 4 KiB reader and writer.
 type bulkBuffers struct {
-	w  *bufio.Writer // 256 KiB: few, large socket writes
-	in []byte        // 128 KiB: reads from the message file
+	w  *wireBuffer // 256 KiB: few, large socket writes
+	in []byte      // 128 KiB: reads from the message file
 }
 
 func newBulkBuffers() any {
-	return &bulkBuffers{w: bufio.NewWriterSize(nil, 256<<10), in: make([]byte, 128<<10)}
+	return &bulkBuffers{w: newWireBuffer(256 << 10), in: make([]byte, 128<<10)}
 }
 
 // bulk runs fn with the large buffers. Replies already queued go out
-// first; everything fn wrote is flushed when it returns.
-func (s *session) bulk(fn func(w *bufio.Writer, in []byte) error) error {
+// first; everything fn wrote is flushed when it returns. Errors writing
+// to the client are *writeError.
+func (s *session) bulk(fn func(w *wireBuffer, in []byte) error) error {
 	if err := s.bw.Flush(); err != nil {
-		return err
+		return &writeError{err}
 	}
 	b := s.srv.bulk.Get().(*bulkBuffers)
-	b.w.Reset(s.conn)
+	b.w.reset(s.conn)
 	err := fn(b.w, b.in)
-	if ferr := b.w.Flush(); err == nil && ferr != nil {
-		err = &writeError{ferr}
+	if ferr := b.w.Flush(); err == nil {
+		err = ferr
 	}
-	b.w.Reset(nil)
+	b.w.reset(nil)
 	s.srv.bulk.Put(b)
 	return err
 }

@@ -1,9 +1,10 @@
 package pop3d
 
 import (
-	"bufio"
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 
 	"github.com/roost-mail/roost/backend"
@@ -55,7 +56,7 @@ func (s *session) listing(args, name string, value func(buf []byte, i int) []byt
 		s.bw.Write(append(buf, "\r\n"...))
 		return nil
 	}
-	return s.bulk(func(w *bufio.Writer, buf []byte) error {
+	return s.bulk(func(w *wireBuffer, buf []byte) error {
 		if name == "LIST" {
 			fmt.Fprintf(w, "+OK %d messages (%d octets)\r\n", d.count, d.size)
 		} else {
@@ -149,7 +150,11 @@ func (s *session) cmdTOP(args string) error {
 // message for a whole one.
 func (s *session) sendMessage(i int, lines int64) (n int64, sent bool, err error) {
 	m := &s.drop.msgs[i]
-	r, err := s.drop.mbox.OpenMessage(s.ctx, m.UID)
+	open, raw := s.drop.mbox.OpenMessage, false
+	if ro, ok := s.drop.mbox.(rawMessageOpener); ok && lines < 0 {
+		open, raw = ro.OpenRawMessage, true
+	}
+	r, err := open(s.ctx, m.UID)
 	if errors.Is(err, backend.ErrNoSuchMessage) {
 		s.reply("-ERR Message %d was removed by another session", i+1)
 		return 0, false, nil
@@ -160,11 +165,11 @@ func (s *session) sendMessage(i int, lines int64) (n int64, sent bool, err error
 		return 0, false, nil
 	}
 	defer r.Close()
-	err = s.bulk(func(w *bufio.Writer, buf []byte) error {
+	err = s.bulk(func(w *wireBuffer, buf []byte) error {
 		var err error
 		if lines < 0 {
 			fmt.Fprintf(w, "+OK %d octets\r\n", m.Size)
-			n, err = copyDotStuffed(w, r, buf)
+			n, err = copyMessage(w, r, buf, m.Size, raw)
 		} else {
 			w.WriteString("+OK\r\n")
 			n, err = copyTop(w, r, lines)
@@ -180,6 +185,15 @@ func (s *session) sendMessage(i int, lines int64) (n int64, sent bool, err error
 		return n, false, fmt.Errorf("send message %d: %w", i+1, err)
 	}
 	return n, true, nil
+}
+
+// rawMessageOpener is an optional interface of a backend.Mailbox whose
+// message files may have bare LF line ends (Maildir, as Postfix writes
+// them): OpenRawMessage streams a message as stored, without converting it
+// to CRLF. RETR then converts and dot-stuffs in one pass (copyMessage),
+// instead of a store reader converting and pop3d scanning again.
+type rawMessageOpener interface {
+	OpenRawMessage(ctx context.Context, uid backend.UID) (io.ReadCloser, error)
 }
 
 // writeError marks a failure writing to the client, as opposed to reading

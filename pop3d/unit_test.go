@@ -3,6 +3,7 @@ package pop3d
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"net/textproto"
 	"strings"
@@ -100,27 +101,106 @@ func dotDecode(t testing.TB, b []byte) []byte {
 	return out
 }
 
-func TestCopyDotStuffed(t *testing.T) {
+func TestCopyMessage(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"a\r\nb\r\n", "a\r\nb\r\n.\r\n"},
 		{".a\r\n..b\r\n.\r\nc.\r\n", "..a\r\n...b\r\n..\r\nc.\r\n.\r\n"},
 		{"no final line end", "no final line end\r\n.\r\n"},
 		{"", ".\r\n"},
+		// LF line ends, as Postfix writes them, and mixtures.
+		{"a\nb\n", "a\r\nb\r\n.\r\n"},
+		{".a\n..b\n.\nc.\n", "..a\r\n...b\r\n..\r\nc.\r\n.\r\n"},
+		{"\n\n.\n", "\r\n\r\n..\r\n.\r\n"},
+		{"a\r\nb\nc\r\n.d", "a\r\nb\r\nc\r\n..d\r\n.\r\n"},
+		{"bare\rCR\r\r\n", "bare\rCR\r\r\n.\r\n"},
+		{"ends in CR\r", "ends in CR\r\r\n.\r\n"},
+		{".", "..\r\n.\r\n"},
 	} {
+		size := crlfSize(tc.in)
 		for _, r := range []func(io.Reader) io.Reader{
 			func(r io.Reader) io.Reader { return r },
 			iotest.OneByteReader, iotest.HalfReader, iotest.DataErrReader,
 		} {
-			var out bytes.Buffer
-			w := bufio.NewWriter(&out)
-			n, err := copyDotStuffed(w, r(strings.NewReader(tc.in)), make([]byte, 7))
-			w.Flush()
-			if err != nil || n != int64(len(tc.in)) || out.String() != tc.want {
-				t.Errorf("%q: got %q n=%d err=%v, want %q", tc.in, out.String(), n, err, tc.want)
+			for _, bufSize := range []int{16, 17, 4096} {
+				// Input in CRLF form may also come without conversion.
+				for _, raw := range []bool{true, false} {
+					if !raw && size != int64(len(tc.in)) {
+						continue
+					}
+					var out bytes.Buffer
+					w := newWireBuffer(bufSize)
+					w.reset(&out)
+					n, err := copyMessage(w, r(strings.NewReader(tc.in)), make([]byte, 7), size, raw)
+					w.Flush()
+					if err != nil || n != size || out.String() != tc.want {
+						t.Errorf("%q raw=%v: got %q n=%d err=%v, want %q (%d octets)", tc.in, raw, out.String(), n, err, tc.want, size)
+					}
+				}
 			}
 		}
 	}
 }
+
+// crlfSize is the length of s with every bare LF made CRLF.
+func crlfSize(s string) int64 {
+	n := int64(len(s))
+	for i := range len(s) {
+		if s[i] == '\n' && (i == 0 || s[i-1] != '\r') {
+			n++
+		}
+	}
+	return n
+}
+
+// TestCopyMessageSize: the recorded size rules. A longer file is cut
+// there; a shorter one is an error, so the response is never terminated
+// and the client cannot take the part for the whole.
+func TestCopyMessageSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		size int64
+		want string
+	}{
+		{"a\nb\nc\n", 6, "a\r\nb\r\n.\r\n"},
+		{"a\nb\nc\n", 5, "a\r\nb\r\r\n.\r\n"}, // cut inside the inserted CRLF
+		{"a\n.b\n", 3, "a\r\n.\r\n"},          // cut before a stuffed line
+		{"a\n.b\n", 4, "a\r\n..\r\n.\r\n"},
+		{"abc", 0, ".\r\n"},
+	} {
+		var out bytes.Buffer
+		w := newWireBuffer(64)
+		w.reset(&out)
+		n, err := copyMessage(w, strings.NewReader(tc.in), make([]byte, 2), tc.size, true)
+		w.Flush()
+		if err != nil || n != tc.size || out.String() != tc.want {
+			t.Errorf("%q cut at %d: got %q n=%d err=%v, want %q", tc.in, tc.size, out.String(), n, err, tc.want)
+		}
+	}
+	var out bytes.Buffer
+	w := newWireBuffer(64)
+	w.reset(&out)
+	n, err := copyMessage(w, strings.NewReader("a\nb\n"), make([]byte, 64), 7, true)
+	w.Flush()
+	if !errors.Is(err, io.ErrUnexpectedEOF) || n != 6 || strings.HasSuffix(out.String(), ".\r\n") {
+		t.Errorf("short file: got %q n=%d err=%v, want an unterminated 6 octets and ErrUnexpectedEOF", out.String(), n, err)
+	}
+}
+
+// TestWireBufferError: a failed socket write stops the copy and is a
+// *writeError, so sendMessage does not blame the store.
+func TestWireBufferError(t *testing.T) {
+	w := newWireBuffer(16)
+	w.reset(failWriter{})
+	_, err := copyMessage(w, strings.NewReader(strings.Repeat("line\n", 100)), make([]byte, 8), 600, true)
+	var we *writeError
+	if !errors.As(err, &we) {
+		t.Fatalf("got %v, want a *writeError", err)
+	}
+}
+
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errors.New("connection reset") }
 
 func TestCopyTop(t *testing.T) {
 	msg := "Subject: x\r\nFrom: a\r\n\r\nl1\r\n.l2\r\nl3\r\n"
@@ -133,7 +213,8 @@ func TestCopyTop(t *testing.T) {
 		{99, "Subject: x\r\nFrom: a\r\n\r\nl1\r\n..l2\r\nl3\r\n.\r\n"},
 	} {
 		var out bytes.Buffer
-		w := bufio.NewWriter(&out)
+		w := newWireBuffer(4096)
+		w.reset(&out)
 		if _, err := copyTop(w, iotest.HalfReader(strings.NewReader(msg)), tc.lines); err != nil {
 			t.Fatal(err)
 		}
@@ -144,7 +225,8 @@ func TestCopyTop(t *testing.T) {
 	}
 	// Headers only, no blank line, no final CRLF.
 	var out bytes.Buffer
-	w := bufio.NewWriter(&out)
+	w := newWireBuffer(4096)
+	w.reset(&out)
 	copyTop(w, strings.NewReader("Subject: x\r\n.X: y"), 0)
 	w.Flush()
 	if want := "Subject: x\r\n..X: y\r\n.\r\n"; out.String() != want {
@@ -220,31 +302,41 @@ func TestLoginDelaySeconds(t *testing.T) {
 	}
 }
 
-// BenchmarkCopyDotStuffed measures dot-stuffing alone, against a plain
-// chunked copy of the same CRLF message (both into a discarding bufio.Writer).
-func BenchmarkCopyDotStuffed(b *testing.B) {
+// BenchmarkCopyMessage measures the conversion alone (50 MB in memory,
+// with LF and with CRLF line ends), against a plain chunked copy through
+// the same buffers.
+func BenchmarkCopyMessage(b *testing.B) {
 	var msg bytes.Buffer
-	line := strings.Repeat("abcdefghij", 7) + "\r\n"
+	line := strings.Repeat("abcdefghij", 7) + "\n"
 	for i := 0; msg.Len() < 50<<20; i++ {
 		if i%100 == 0 {
-			msg.WriteString(".dot line\r\n")
+			msg.WriteString(".dot line\n")
 		}
 		msg.WriteString(line)
 	}
-	w := bufio.NewWriterSize(io.Discard, 64<<10)
-	b.Run("dot-stuffed", func(b *testing.B) {
-		b.SetBytes(int64(msg.Len()))
-		for b.Loop() {
-			copyDotStuffed(w, bytes.NewReader(msg.Bytes()), make([]byte, 128<<10))
-		}
-	})
+	lf := msg.Bytes()
+	crlf := bytes.ReplaceAll(lf, []byte("\n"), []byte("\r\n"))
+	w := newWireBuffer(256 << 10)
+	w.reset(io.Discard)
+	in := make([]byte, 128<<10)
+	for _, tc := range []struct {
+		name string
+		msg  []byte
+		raw  bool
+	}{{"lf", lf, true}, {"crlf", crlf, true}, {"crlf-stuff-only", crlf, false}} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(crlf)))
+			for b.Loop() {
+				copyMessage(w, bytes.NewReader(tc.msg), in, int64(len(crlf)), tc.raw)
+			}
+		})
+	}
 	b.Run("plain-copy", func(b *testing.B) {
-		buf := make([]byte, 64<<10)
-		b.SetBytes(int64(msg.Len()))
+		b.SetBytes(int64(len(crlf)))
 		for b.Loop() {
-			// Hide ReadFrom/WriteTo so the copy moves through buf like
-			// copyDotStuffed does.
-			io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{bytes.NewReader(msg.Bytes())}, buf)
+			// Hide ReadFrom/WriteTo so the copy moves through in like
+			// copyMessage does.
+			io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{bytes.NewReader(crlf)}, in)
 		}
 	})
 }
