@@ -106,19 +106,38 @@ func countHeaderRest(r io.Reader, x, y byte) (int64, error) {
 	}
 }
 
-// envelopeFields are the fields ENVELOPE shows, lower case.
-var envelopeFields = [...]string{"date", "subject", "from", "sender", "reply-to", "to", "cc", "bcc", "in-reply-to", "message-id"}
+// Envelope fields, as indexes into envelopeFields.
+const (
+	fDate = iota
+	fSubject
+	fFrom
+	fSender
+	fReplyTo
+	fTo
+	fCc
+	fBcc
+	fInReplyTo
+	fMessageID
+	nEnvelopeFields
+)
 
-func isEnvelopeField(name []byte) bool {
+// envelopeFields are the fields ENVELOPE shows, lower case, canonical.
+var envelopeFields = [nEnvelopeFields][2]string{
+	{"date", "Date"}, {"subject", "Subject"}, {"from", "From"}, {"sender", "Sender"},
+	{"reply-to", "Reply-To"}, {"to", "To"}, {"cc", "Cc"}, {"bcc", "Bcc"},
+	{"in-reply-to", "In-Reply-To"}, {"message-id", "Message-Id"},
+}
+
+func envelopeField(name []byte) int {
 	if len(name) < 2 || len(name) > len("in-reply-to") {
-		return false
+		return -1
 	}
-	for _, f := range envelopeFields {
-		if len(f) == len(name) && asciiEqualFold(name, f) {
-			return true
+	for i, f := range envelopeFields {
+		if len(f[0]) == len(name) && asciiEqualFold(name, f[0]) {
+			return i
 		}
 	}
-	return false
+	return -1
 }
 
 func asciiEqualFold(b []byte, lower string) bool {
@@ -134,19 +153,19 @@ func asciiEqualFold(b []byte, lower string) bool {
 	return true
 }
 
-// envelopeHeader returns the ENVELOPE fields of raw, as textproto would
-// read them from the whole block: it stops where textproto stops at a
-// malformed line, so the same fields are kept.
-func envelopeHeader(raw []byte) textproto.Header {
-	var keep []byte
+// envelopeValues returns the values of the first occurrence of each
+// ENVELOPE field in raw, as textproto.ReadHeader reads them (continuation
+// lines joined by a space, blanks trimmed) from the whole block: it stops
+// where textproto stops at a malformed line, so the same fields count.
+func envelopeValues(raw []byte) (vals [nEnvelopeFields]string, found [nEnvelopeFields]bool) {
 	if len(raw) > 0 && (raw[0] == ' ' || raw[0] == '\t') {
-		return textproto.Header{} // textproto refuses a folded first line
+		return vals, found // textproto refuses a folded first line
 	}
 	for len(raw) > 0 {
-		// One field: its first line and the continuation lines after it.
 		if raw[0] == '\n' || bytes.HasPrefix(raw, []byte("\r\n")) {
 			break // the blank line
 		}
+		// One field: its first line and the continuation lines after it.
 		end := 0
 		for {
 			i := bytes.IndexByte(raw[end:], '\n')
@@ -161,25 +180,69 @@ func envelopeHeader(raw []byte) textproto.Header {
 		}
 		field := raw[:end]
 		raw = raw[end:]
-		line := bytes.TrimSuffix(bytes.TrimSuffix(field, []byte("\n")), []byte("\r"))
-		colon := bytes.IndexByte(line, ':')
+		colon := bytes.IndexByte(field, ':')
 		if colon < 0 {
 			break
 		}
-		name := bytes.Trim(line[:colon], " \t")
+		name := trimBlanks(field[:colon])
 		if !validFieldName(name) {
 			break
 		}
-		if isEnvelopeField(name) {
-			keep = append(keep, field...)
-			if field[len(field)-1] != '\n' {
-				keep = append(keep, '\r', '\n')
-			}
+		if k := envelopeField(name); k >= 0 && !found[k] {
+			found[k] = true
+			vals[k] = unfold(field[colon+1:])
 		}
 	}
-	keep = append(keep, '\r', '\n')
-	h, _ := textproto.ReadHeader(bufio.NewReaderSize(bytes.NewReader(keep), 512))
-	return h
+	return vals, found
+}
+
+// unfold joins the lines of a field value as textproto does: each line
+// without its line ending and surrounding blanks, empty ones dropped,
+// joined by one space.
+func unfold(v []byte) string {
+	if i := bytes.IndexByte(v, '\n'); i < 0 || i == len(v)-1 {
+		// One line, the common case: no builder needed.
+		return string(trimBlanks(lineContent(v)))
+	}
+	var b strings.Builder
+	b.Grow(len(v))
+	for len(v) > 0 {
+		i := bytes.IndexByte(v, '\n')
+		line := v
+		if i >= 0 {
+			line = v[:i+1]
+		}
+		v = v[len(line):]
+		if l := trimBlanks(lineContent(line)); len(l) > 0 {
+			if b.Len() > 0 {
+				b.WriteByte(' ')
+			}
+			b.Write(l)
+		}
+	}
+	return b.String()
+}
+
+// lineContent drops a line's ending ("\n" or "\r\n") as bufio.ReadLine
+// does.
+func lineContent(l []byte) []byte {
+	if n := len(l); n > 0 && l[n-1] == '\n' {
+		l = l[:n-1]
+		if n := len(l); n > 0 && l[n-1] == '\r' {
+			l = l[:n-1]
+		}
+	}
+	return l
+}
+
+func trimBlanks(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
 }
 
 func validFieldName(name []byte) bool {
@@ -193,20 +256,28 @@ func validFieldName(name []byte) bool {
 
 // envelopeOf returns the ENVELOPE of a message header (RFC 3501 7.4.2).
 func envelopeOf(raw []byte) *imap.Envelope {
-	mh := gomail.Header{Header: gomessage.Header{Header: envelopeHeader(raw)}}
-	date, _ := parseDate(mh.Get("Date"))
+	vals, found := envelopeValues(raw)
+	// Subject and the message IDs go through go-message's own decoders.
+	var th textproto.Header
+	for _, k := range []int{fSubject, fInReplyTo, fMessageID} {
+		if found[k] {
+			th.Add(envelopeFields[k][1], vals[k])
+		}
+	}
+	mh := gomail.Header{Header: gomessage.Header{Header: th}}
+	date, _ := parseDate(vals[fDate])
 	subject, _ := mh.Subject()
 	inReplyTo, _ := mh.MsgIDList("In-Reply-To")
 	messageID, _ := mh.MessageID()
 	return &imap.Envelope{
 		Date:      date,
 		Subject:   subject,
-		From:      addressList(mh, "From"),
-		Sender:    addressList(mh, "Sender"),
-		ReplyTo:   addressList(mh, "Reply-To"),
-		To:        addressList(mh, "To"),
-		Cc:        addressList(mh, "Cc"),
-		Bcc:       addressList(mh, "Bcc"),
+		From:      addressList(vals[fFrom]),
+		Sender:    addressList(vals[fSender]),
+		ReplyTo:   addressList(vals[fReplyTo]),
+		To:        addressList(vals[fTo]),
+		Cc:        addressList(vals[fCc]),
+		Bcc:       addressList(vals[fBcc]),
 		InReplyTo: inReplyTo,
 		MessageID: messageID,
 	}
@@ -214,8 +285,14 @@ func envelopeOf(raw []byte) *imap.Envelope {
 
 // addressList is imapserver's reading of an address field: addresses
 // without a domain are left out.
-func addressList(mh gomail.Header, k string) []imap.Address {
-	addrs, _ := mh.AddressList(k)
+func addressList(v string) []imap.Address {
+	if v == "" {
+		return nil
+	}
+	if l, ok := plainAddressList(v); ok {
+		return l
+	}
+	addrs, _ := gomail.ParseAddressList(v)
 	var l []imap.Address
 	for _, a := range addrs {
 		mailbox, host, ok := strings.Cut(a.Address, "@")
@@ -225,6 +302,82 @@ func addressList(mh gomail.Header, k string) []imap.Address {
 		l = append(l, imap.Address{Name: a.Name, Mailbox: mailbox, Host: host})
 	}
 	return l
+}
+
+// plainAddressList reads the forms nearly every address field has —
+// "local@domain" and "Display Name <local@domain>", comma-separated, in
+// ASCII atoms — as net/mail does; ok is false for anything else (quotes,
+// comments, groups, encoded words, domain literals, odd spacing), which
+// net/mail then reads.
+func plainAddressList(v string) (l []imap.Address, ok bool) {
+	if strings.ContainsAny(v, "\"()\\:;[]") || strings.Contains(v, "=?") {
+		return nil, false
+	}
+	l = make([]imap.Address, 0, strings.Count(v, ",")+1)
+	for len(v) > 0 {
+		elem := v
+		if i := strings.IndexByte(v, ','); i >= 0 {
+			elem, v = v[:i], v[i+1:]
+			if v == "" {
+				return nil, false
+			}
+		} else {
+			v = ""
+		}
+		elem = strings.Trim(elem, " \t")
+		var a imap.Address
+		spec := elem
+		if i := strings.IndexByte(elem, '<'); i >= 0 {
+			if !strings.HasSuffix(elem, ">") {
+				return nil, false
+			}
+			spec = elem[i+1 : len(elem)-1]
+			if a.Name, ok = plainPhrase(elem[:i]); !ok {
+				return nil, false
+			}
+		}
+		local, domain, found := strings.Cut(spec, "@")
+		if !found || !dotAtom(local) || !dotAtom(domain) {
+			return nil, false
+		}
+		a.Mailbox, a.Host = local, domain
+		l = append(l, a)
+	}
+	return l, len(l) > 0
+}
+
+// plainPhrase returns a display name of atoms (dots allowed) separated by
+// blanks, the words joined by one space.
+func plainPhrase(p string) (string, bool) {
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c != ' ' && c != '\t' && c != '.' && !isAtext(c) {
+			return "", false
+		}
+	}
+	words := strings.FieldsFunc(p, func(r rune) bool { return r == ' ' || r == '\t' })
+	return strings.Join(words, " "), true
+}
+
+// dotAtom reports whether s is an RFC 5322 dot-atom of ASCII atext.
+func dotAtom(s string) bool {
+	if s == "" || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] != '.' && !isAtext(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// isAtext reports whether c is ASCII atext (RFC 5322 3.2.3).
+func isAtext(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-/=?^_`{|}~", c) >= 0
 }
 
 // Date layouts RFC 5322 3.3 recommends, with and without the day of the

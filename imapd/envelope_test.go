@@ -5,10 +5,13 @@ import (
 	"io"
 	"net/mail"
 	"reflect"
+	"strings"
 	"testing"
 	"testing/iotest"
 
+	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
+	gomail "github.com/emersion/go-message/mail"
 )
 
 // refHeaderEnd is the header block length by its definition: every line
@@ -148,6 +151,39 @@ func BenchmarkEnvelope(b *testing.B) {
 		var buf []byte
 		for b.Loop() {
 			_, _, buf, _ = readHeaderInto(bytes.NewReader(msg), buf)
+		}
+	})
+}
+
+// refAddressList is imapserver's reading of an address field, on net/mail.
+func refAddressList(v string) []imap.Address {
+	addrs, _ := gomail.ParseAddressList(v)
+	var l []imap.Address
+	for _, a := range addrs {
+		mailbox, host, ok := strings.Cut(a.Address, "@")
+		if ok {
+			l = append(l, imap.Address{Name: a.Name, Mailbox: mailbox, Host: host})
+		}
+	}
+	return l
+}
+
+func FuzzAddressList(f *testing.F) {
+	for _, s := range []string{
+		"a@b", "Farid Ivanova <farid.ivanova@lists.example.org>", "big@bench.test, Xenia  Peters <x.p@cs.example.edu>",
+		"J. R. Smith<j@x>", "<a@b>", "a@b,", ",a@b", "a@b, ,c@d", ".a@b", "a..b@c", "a@b.", "john.doe <j@x>",
+		"a@ b", "a <b@c> <d@e>", "Smith, John <j@x>", "a@b c@d", "\ta@b\t", "Name\t<a@b>", "x.@y", "a@b>",
+		"=?UTF-8?Q?J=C3=BCrgen?= <j@x>", "\"Q\" <q@x>", "g: a@b;", "a@[1.2.3.4]", "a(c)@b", "é <a@b>", "a@b\r",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		if v == "" {
+			return
+		}
+		got, want := addressList(v), refAddressList(v)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q:\n got %#v\nwant %#v", v, got, want)
 		}
 	})
 }
