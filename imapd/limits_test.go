@@ -113,7 +113,7 @@ func TestCommandSizeLimit(t *testing.T) {
 
 // bigMailbox writes n messages of about size octets into alice's INBOX
 // cur/ directly (as a migration would leave them).
-func bigMailbox(t *testing.T, ts *testServer, n, size int) {
+func bigMailbox(t testing.TB, ts *testServer, n, size int) {
 	t.Helper()
 	cur := filepath.Join(ts.maildir("alice"), "cur")
 	for _, sub := range []string{"cur", "new", "tmp"} {

@@ -217,10 +217,37 @@ func (s *session) setSubscribed(name string, on bool) error {
 	if err != nil {
 		return err
 	}
+	if on {
+		// RFC 9051 6.3.7 lets the server check that the mailbox exists;
+		// Roost does, as Dovecot does, because LSUB and LIST (SUBSCRIBED)
+		// show only existing mailboxes (the store lists no others), so a
+		// subscription to a missing one would be accepted and never seen.
+		if err := s.mustExist(sname); err != nil {
+			return err
+		}
+	}
 	if err := s.user.SetSubscribed(s.ctx, sname, on); err != nil {
 		return s.fail("change subscription", err)
 	}
 	return nil
+}
+
+// mustExist fails with NO [NONEXISTENT] unless sname is a mailbox or a
+// \Noselect parent of mailboxes.
+func (s *session) mustExist(sname string) error {
+	if len(sname) >= 5 && strings.EqualFold(sname[:5], "INBOX") && (len(sname) == 5 || sname[5] == '/') {
+		sname = "INBOX" + sname[5:] // the store's spelling
+	}
+	infos, err := s.user.ListMailboxes(s.ctx)
+	if err != nil {
+		return s.fail("list mailboxes", err)
+	}
+	for _, info := range infos {
+		if info.Name == sname {
+			return nil
+		}
+	}
+	return s.fail("subscribe", backend.ErrNoSuchMailbox)
 }
 
 // Status implements STATUS, including SIZE (RFC 8438), DELETED (RFC 9051)

@@ -261,15 +261,14 @@ func (sm *searchMsg) loadHeader() *gomessage.Header {
 		if err != nil {
 			return nil
 		}
-		sm.hdr = &gomessage.Header{Header: parseHeader(raw)}
-		sm.hdrText = strings.ToLower(decodeHeaderText(raw))
+		sm.setHeader(gomessage.Header{Header: parseHeader(raw)})
 	}
 	return sm.hdr
 }
 
-// decodeHeaderText decodes RFC 2047 encoded words in a raw header block.
-func decodeHeaderText(raw []byte) string {
-	h := gomessage.Header{Header: parseHeader(raw)}
+// setHeader keeps h, and its text with RFC 2047 encoded words decoded
+// (what TEXT searches besides the body).
+func (sm *searchMsg) setHeader(h gomessage.Header) {
 	var b strings.Builder
 	fields := h.Fields()
 	for fields.Next() {
@@ -282,12 +281,13 @@ func decodeHeaderText(raw []byte) string {
 		b.WriteString(v)
 		b.WriteString("\r\n")
 	}
-	return b.String()
+	sm.hdr, sm.hdrText = &h, strings.ToLower(b.String())
 }
 
 // matchBody implements BODY (withHeader false) and TEXT; want is
 // lower-cased.
 func (sm *searchMsg) matchBody(want string, withHeader bool) bool {
+	sm.loadTexts()
 	if withHeader {
 		if sm.loadHeader() == nil {
 			return false
@@ -295,10 +295,6 @@ func (sm *searchMsg) matchBody(want string, withHeader bool) bool {
 		if strings.Contains(sm.hdrText, want) {
 			return true
 		}
-	}
-	if sm.loaded&4 == 0 {
-		sm.loaded |= 4
-		sm.texts = sm.readTexts()
 	}
 	for _, t := range sm.texts {
 		if strings.Contains(t, want) {
@@ -308,21 +304,30 @@ func (sm *searchMsg) matchBody(want string, withHeader bool) bool {
 	return false
 }
 
-// readTexts returns the decoded, lower-cased text of every text part.
-func (sm *searchMsg) readTexts() []string {
+// loadTexts reads the decoded, lower-cased text of every text part, and
+// keeps the header it parsed on the way, so that TEXT reads each message
+// once.
+func (sm *searchMsg) loadTexts() {
+	if sm.loaded&4 != 0 {
+		return
+	}
+	sm.loaded |= 4
 	if !sm.exists {
-		return nil
+		return
 	}
 	r, err := sm.s.sel.st.mbox.OpenMessage(sm.s.ctx, sm.m.UID)
 	if err != nil {
-		return nil
+		return
 	}
 	defer r.Close()
-	e, err := gomessage.Read(r)
+	e, _ := gomessage.Read(r)
 	if e == nil {
-		return nil
+		return
 	}
-	var texts []string
+	if sm.loaded&2 == 0 {
+		sm.loaded |= 2
+		sm.setHeader(e.Header)
+	}
 	_ = e.Walk(func(_ []int, part *gomessage.Entity, err error) error {
 		if err != nil && !gomessage.IsUnknownCharset(err) && !gomessage.IsUnknownEncoding(err) {
 			return nil
@@ -332,8 +337,7 @@ func (sm *searchMsg) readTexts() []string {
 			return nil
 		}
 		b, _ := io.ReadAll(io.LimitReader(part.Body, maxSearchPart))
-		texts = append(texts, strings.ToLower(string(b)))
+		sm.texts = append(sm.texts, strings.ToLower(string(b)))
 		return nil
 	})
-	return texts
 }
