@@ -94,7 +94,6 @@ func (b *wireBuffer) WriteByte(c byte) error {
 // line end, and a "." that starts a chunk after a line end is stuffed.
 type messageCopier struct {
 	w      *wireBuffer
-	raw    bool  // the input may have bare LFs (else it is CRLF already)
 	left   int64 // octets of the CRLF form still to send
 	bol    bool  // the last octet sent ended a line (or none was sent)
 	prevCR bool  // the last input octet was CR
@@ -102,22 +101,19 @@ type messageCopier struct {
 
 // copyMessage copies the message r, size octets in CRLF form, to w
 // dot-stuffed, reading through in, and terminates the response (adding a
-// line end first if the message lacks a final one). With raw, r is the
-// file as stored, with LF or CRLF line ends; without, r is the CRLF form
-// already (backend.Mailbox.OpenMessage) and only dot-stuffing remains.
-// An r with more than size octets is cut there, one with fewer is an
-// error: the recorded size is what LIST promised, and a short file must
-// not pass for a whole message. It returns the number of message octets
-// sent. Errors writing to w are *writeError.
-func copyMessage(w *wireBuffer, r io.Reader, in []byte, size int64, raw bool) (int64, error) {
-	c := messageCopier{w: w, raw: raw, left: size, bol: true}
+// line end first if the message lacks a final one). r may be the file as
+// stored, with LF or CRLF line ends, or its CRLF form already (as
+// backend.Mailbox.OpenMessage returns it): converting costs no more than
+// searching CRLF text for lines that start with ".". An r with more than
+// size octets is cut there, one with fewer is an error: the recorded size
+// is what LIST promised, and a short file must not pass for a whole
+// message. It returns the number of message octets sent. Errors writing
+// to w are *writeError.
+func copyMessage(w *wireBuffer, r io.Reader, in []byte, size int64) (int64, error) {
+	c := messageCopier{w: w, left: size, bol: true}
 	for c.left > 0 {
 		n, rerr := r.Read(in)
-		if raw {
-			c.convert(in[:n])
-		} else {
-			c.stuff(in[:n])
-		}
+		c.convert(in[:n])
 		if w.err != nil {
 			return size - c.left, w.err
 		}
@@ -134,39 +130,7 @@ func copyMessage(w *wireBuffer, r io.Reader, in []byte, size int64, raw bool) (i
 	return size, terminate(w, c.bol)
 }
 
-// stuff sends a chunk of CRLF input: runs between lines that start with
-// "." move whole.
-func (c *messageCopier) stuff(p []byte) {
-	for len(p) > 0 && c.left > 0 {
-		if c.bol && p[0] == '.' {
-			c.w.WriteByte('.')
-		}
-		j := bytes.Index(p, lfDot)
-		if j < 0 {
-			c.send(p)
-			return
-		}
-		// Through the "\n"; the "." starts the next round.
-		c.send(p[:j+1])
-		p = p[j+1:]
-	}
-}
-
-var lfDot = []byte("\n.")
-
-// send sends message octets, at most c.left of them.
-func (c *messageCopier) send(p []byte) {
-	if int64(len(p)) > c.left {
-		p = p[:c.left]
-	}
-	if len(p) > 0 {
-		c.left -= int64(len(p))
-		c.bol = p[len(p)-1] == '\n'
-		c.w.Write(p)
-	}
-}
-
-// convert sends a chunk of raw input. Its wire form is at most twice as
+// convert sends a chunk of input. Its wire form is at most twice as
 // long (a bare LF or a leading "." each add one octet), so convertRun
 // works on as much as fits in the wire buffer and in what is left of the
 // size, without checking either per line.

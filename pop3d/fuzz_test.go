@@ -89,17 +89,14 @@ func FuzzDotStuff(f *testing.F) {
 		if len(want) > 0 && want[len(want)-1] != '\n' {
 			want = append(want, '\n')
 		}
-		for _, raw := range []bool{true, false} {
-			out.Reset()
-			w.reset(&out)
-			n, err := copyMessage(w, bytes.NewReader(msg), make([]byte, 1+len(msg)%64), int64(len(msg)), raw)
-			w.Flush()
-			if err != nil || n != int64(len(msg)) {
-				t.Fatalf("copy raw=%v: n=%d err=%v", raw, n, err)
-			}
-			if got := dotDecode(t, out.Bytes()); !bytes.Equal(got, want) {
-				t.Fatalf("round trip raw=%v: got %q, want %q", raw, got, want)
-			}
+		w.reset(&out)
+		n, err := copyMessage(w, bytes.NewReader(msg), make([]byte, 1+len(msg)%64), int64(len(msg)))
+		w.Flush()
+		if err != nil || n != int64(len(msg)) {
+			t.Fatalf("copy: n=%d err=%v", n, err)
+		}
+		if got := dotDecode(t, out.Bytes()); !bytes.Equal(got, want) {
+			t.Fatalf("round trip: got %q, want %q", got, want)
 		}
 		out.Reset()
 		if _, err := copyTop(w, bytes.NewReader(msg), int64(top)); err != nil {
@@ -113,13 +110,13 @@ func FuzzDotStuff(f *testing.F) {
 	})
 }
 
-// FuzzCopyMessage compares copyMessage, which moves whole runs and
+// FuzzCopyMessage compares copyMessage, which moves whole lines and
 // carries its state across chunk boundaries, with wireForm, which works
 // an octet at a time: any bytes (LF, CRLF, bare CR), read in chunks of
 // the sizes in chunks, through a wire buffer of any size, with a recorded
 // size that cuts the message or is more than it has, give exactly the
-// same octets. The same message in CRLF form, copied without conversion
-// (as OpenMessage's stream is), gives them too.
+// same octets; and so does the message in CRLF form, as the store's
+// OpenMessage streams it.
 func FuzzCopyMessage(f *testing.F) {
 	f.Fuzz(func(t *testing.T, msg, chunks []byte, outSize uint8, cut int8) {
 		full := crlfSize(string(msg))
@@ -132,24 +129,21 @@ func FuzzCopyMessage(f *testing.F) {
 				want = want[:len(want)-len("\r\n")]
 			}
 		}
-		for _, tc := range []struct {
-			in  []byte
-			raw bool
-		}{{msg, true}, {crlfOf(msg), false}} {
+		for _, in := range [][]byte{msg, crlfOf(msg)} {
 			var out bytes.Buffer
 			w := newWireBuffer(int(outSize))
 			w.reset(&out)
-			n, err := copyMessage(w, &chunkReader{data: tc.in, chunks: chunks}, make([]byte, 256), size, tc.raw)
+			n, err := copyMessage(w, &chunkReader{data: in, chunks: chunks}, make([]byte, 256), size)
 			w.Flush()
 			if wantErr {
 				if !errors.Is(err, io.ErrUnexpectedEOF) || n != full {
-					t.Fatalf("%q raw=%v, recorded size %d: n=%d err=%v, want %d and ErrUnexpectedEOF", tc.in, tc.raw, size, n, err, full)
+					t.Fatalf("%q, recorded size %d: n=%d err=%v, want %d and ErrUnexpectedEOF", in, size, n, err, full)
 				}
 			} else if err != nil || n != size {
-				t.Fatalf("%q raw=%v: n=%d err=%v, want %d", tc.in, tc.raw, n, err, size)
+				t.Fatalf("%q: n=%d err=%v, want %d", in, n, err, size)
 			}
 			if !bytes.Equal(out.Bytes(), want) {
-				t.Fatalf("%q raw=%v in chunks %v, size %d:\ngot  %q\nwant %q", tc.in, tc.raw, chunks, size, out.Bytes(), want)
+				t.Fatalf("%q in chunks %v, size %d:\ngot  %q\nwant %q", in, chunks, size, out.Bytes(), want)
 			}
 		}
 	})

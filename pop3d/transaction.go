@@ -150,9 +150,9 @@ func (s *session) cmdTOP(args string) error {
 // message for a whole one.
 func (s *session) sendMessage(i int, lines int64) (n int64, sent bool, err error) {
 	m := &s.drop.msgs[i]
-	open, raw := s.drop.mbox.OpenMessage, false
-	if ro, ok := s.drop.mbox.(rawMessageOpener); ok && lines < 0 {
-		open, raw = ro.OpenRawMessage, true
+	open := s.drop.mbox.OpenMessage
+	if raw, ok := s.drop.mbox.(rawMessageOpener); ok && lines < 0 {
+		open = raw.OpenRawMessage
 	}
 	r, err := open(s.ctx, m.UID)
 	if errors.Is(err, backend.ErrNoSuchMessage) {
@@ -169,7 +169,7 @@ func (s *session) sendMessage(i int, lines int64) (n int64, sent bool, err error
 		var err error
 		if lines < 0 {
 			fmt.Fprintf(w, "+OK %d octets\r\n", m.Size)
-			n, err = copyMessage(w, r, buf, m.Size, raw)
+			n, err = copyMessage(w, r, buf, m.Size)
 		} else {
 			w.WriteString("+OK\r\n")
 			n, err = copyTop(w, r, lines)
@@ -190,8 +190,8 @@ func (s *session) sendMessage(i int, lines int64) (n int64, sent bool, err error
 // rawMessageOpener is an optional interface of a backend.Mailbox whose
 // message files may have bare LF line ends (Maildir, as Postfix writes
 // them): OpenRawMessage streams a message as stored, without converting it
-// to CRLF. RETR then converts and dot-stuffs in one pass (copyMessage),
-// instead of a store reader converting and pop3d scanning again.
+// to CRLF. RETR then converts while dot-stuffing (copyMessage), in one
+// pass instead of the store's reader converting and pop3d scanning again.
 type rawMessageOpener interface {
 	OpenRawMessage(ctx context.Context, uid backend.UID) (io.ReadCloser, error)
 }

@@ -122,19 +122,13 @@ func TestCopyMessage(t *testing.T) {
 			iotest.OneByteReader, iotest.HalfReader, iotest.DataErrReader,
 		} {
 			for _, bufSize := range []int{16, 17, 4096} {
-				// Input in CRLF form may also come without conversion.
-				for _, raw := range []bool{true, false} {
-					if !raw && size != int64(len(tc.in)) {
-						continue
-					}
-					var out bytes.Buffer
-					w := newWireBuffer(bufSize)
-					w.reset(&out)
-					n, err := copyMessage(w, r(strings.NewReader(tc.in)), make([]byte, 7), size, raw)
-					w.Flush()
-					if err != nil || n != size || out.String() != tc.want {
-						t.Errorf("%q raw=%v: got %q n=%d err=%v, want %q (%d octets)", tc.in, raw, out.String(), n, err, tc.want, size)
-					}
+				var out bytes.Buffer
+				w := newWireBuffer(bufSize)
+				w.reset(&out)
+				n, err := copyMessage(w, r(strings.NewReader(tc.in)), make([]byte, 7), size)
+				w.Flush()
+				if err != nil || n != size || out.String() != tc.want {
+					t.Errorf("%q: got %q n=%d err=%v, want %q (%d octets)", tc.in, out.String(), n, err, tc.want, size)
 				}
 			}
 		}
@@ -170,7 +164,7 @@ func TestCopyMessageSize(t *testing.T) {
 		var out bytes.Buffer
 		w := newWireBuffer(64)
 		w.reset(&out)
-		n, err := copyMessage(w, strings.NewReader(tc.in), make([]byte, 2), tc.size, true)
+		n, err := copyMessage(w, strings.NewReader(tc.in), make([]byte, 2), tc.size)
 		w.Flush()
 		if err != nil || n != tc.size || out.String() != tc.want {
 			t.Errorf("%q cut at %d: got %q n=%d err=%v, want %q", tc.in, tc.size, out.String(), n, err, tc.want)
@@ -179,7 +173,7 @@ func TestCopyMessageSize(t *testing.T) {
 	var out bytes.Buffer
 	w := newWireBuffer(64)
 	w.reset(&out)
-	n, err := copyMessage(w, strings.NewReader("a\nb\n"), make([]byte, 64), 7, true)
+	n, err := copyMessage(w, strings.NewReader("a\nb\n"), make([]byte, 64), 7)
 	w.Flush()
 	if !errors.Is(err, io.ErrUnexpectedEOF) || n != 6 || strings.HasSuffix(out.String(), ".\r\n") {
 		t.Errorf("short file: got %q n=%d err=%v, want an unterminated 6 octets and ErrUnexpectedEOF", out.String(), n, err)
@@ -191,7 +185,7 @@ func TestCopyMessageSize(t *testing.T) {
 func TestWireBufferError(t *testing.T) {
 	w := newWireBuffer(16)
 	w.reset(failWriter{})
-	_, err := copyMessage(w, strings.NewReader(strings.Repeat("line\n", 100)), make([]byte, 8), 600, true)
+	_, err := copyMessage(w, strings.NewReader(strings.Repeat("line\n", 100)), make([]byte, 8), 600)
 	var we *writeError
 	if !errors.As(err, &we) {
 		t.Fatalf("got %v, want a *writeError", err)
@@ -322,12 +316,11 @@ func BenchmarkCopyMessage(b *testing.B) {
 	for _, tc := range []struct {
 		name string
 		msg  []byte
-		raw  bool
-	}{{"lf", lf, true}, {"crlf", crlf, true}, {"crlf-stuff-only", crlf, false}} {
+	}{{"lf", lf}, {"crlf", crlf}} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.SetBytes(int64(len(crlf)))
 			for b.Loop() {
-				copyMessage(w, bytes.NewReader(tc.msg), in, int64(len(crlf)), tc.raw)
+				copyMessage(w, bytes.NewReader(tc.msg), in, int64(len(crlf)))
 			}
 		})
 	}
