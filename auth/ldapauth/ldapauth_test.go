@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -379,11 +380,15 @@ func TestNewErrors(t *testing.T) {
 
 // blackholeProxy forwards TCP to a server. blackhole makes the connections
 // open so far go silent without closing them, as when a firewall forgets
-// an idle connection; new connections work.
+// an idle connection; new connections work. hang makes the server look
+// hung: open connections go silent and new ones are accepted and never
+// answered, until resume.
 type blackholeProxy struct {
 	l       net.Listener
 	mu      sync.Mutex
 	servers []net.Conn
+	hung    bool
+	held    []net.Conn // accepted while hung
 	wg      sync.WaitGroup
 }
 
@@ -399,6 +404,15 @@ func newBlackholeProxy(t *testing.T, target string) *blackholeProxy {
 			c, err := l.Accept()
 			if err != nil {
 				return
+			}
+			p.mu.Lock()
+			hung := p.hung
+			if hung {
+				p.held = append(p.held, c)
+			}
+			p.mu.Unlock()
+			if hung {
+				continue
 			}
 			s, err := net.Dial("tcp", target)
 			if err != nil {
@@ -418,7 +432,7 @@ func newBlackholeProxy(t *testing.T, target string) *blackholeProxy {
 	t.Cleanup(func() {
 		l.Close()
 		p.mu.Lock()
-		for _, c := range append(clients, p.servers...) {
+		for _, c := range slices.Concat(clients, p.servers, p.held) {
 			c.Close()
 		}
 		p.mu.Unlock()
@@ -449,6 +463,24 @@ func (p *blackholeProxy) blackhole() {
 	p.servers = nil
 }
 
+func (p *blackholeProxy) hang() {
+	p.blackhole()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hung = true
+}
+
+// resume forwards new connections again; those held while hung are closed.
+func (p *blackholeProxy) resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hung = false
+	for _, c := range p.held {
+		c.Close()
+	}
+	p.held = nil
+}
+
 // TestSilentlyDroppedConnection: pooled connections that went silent time
 // out, are dropped, and the same call succeeds on a new connection.
 func TestSilentlyDroppedConnection(t *testing.T) {
@@ -464,4 +496,62 @@ func TestSilentlyDroppedConnection(t *testing.T) {
 	if _, err := a.Lookup(context.Background(), "bob"); err != nil {
 		t.Errorf("Lookup: %v", err)
 	}
+}
+
+// TestHungServer: a directory that accepts connections and never answers
+// (pooled connections silenced, new ones held) makes logins and lookups fail
+// with a temporary error within a few timeouts, also when many queue for
+// the pool at once; users whose identity is cached go on; everything works
+// again once the server answers.
+func TestHungServer(t *testing.T) {
+	s := startSlapd(t)
+	p := newBlackholeProxy(t, s.Addr)
+	o := searchModeOpts(s)
+	o.URLs = []string{"ldap://" + p.l.Addr().String()}
+	o.Timeout, o.PoolSize = 500*time.Millisecond, 2
+	const ttl = 2 * time.Second
+	c := auth.NewCache(newAuth(t, o), ttl, ttl)
+	ctx := context.Background()
+	cached := time.Now()
+	wantIdentity(t, c, "alice", "alice-pw", aliceID)
+	if _, err := c.Lookup(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	p.hang()
+
+	// Sixteen logins at once, eight per connection of the pool: each
+	// fails on its own within a bounded time instead of queueing behind
+	// the others' timeouts (8 × 500 ms).
+	bound := 5 * o.Timeout
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			start := time.Now()
+			_, err := c.Authenticate(ctx, fmt.Sprint("user", i), "pw")
+			wantUnavailable(t, err)
+			if d := time.Since(start); d > bound {
+				t.Errorf("login %d failed after %v; want within %v", i, d, bound)
+			}
+		})
+	}
+	wg.Wait()
+	if time.Since(cached) < ttl {
+		if _, err := c.Authenticate(ctx, "alice", "alice-pw"); err != nil {
+			t.Errorf("cached login while the server hangs: %v", err)
+		}
+	}
+	time.Sleep(time.Until(cached.Add(ttl)))
+	start := time.Now()
+	if id, err := c.Lookup(ctx, "bob"); err != nil || *id != bobID {
+		t.Errorf("stale Lookup while the server hangs = %+v, %v", id, err)
+	}
+	if d := time.Since(start); d > bound {
+		t.Errorf("stale Lookup took %v; want within %v", d, bound)
+	}
+	_, err := c.Authenticate(ctx, "alice", "alice-pw")
+	wantUnavailable(t, err) // expired logins are never served stale
+
+	p.resume()
+	wantIdentity(t, c, "alice", "alice-pw", aliceID)
+	wantInvalid(t, c, "nobody", "pw")
 }

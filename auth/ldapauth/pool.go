@@ -29,11 +29,22 @@ func newPool(a *Authenticator, size int, service bool) *pool {
 // do runs fn on a connection. A connection taken from the idle set may have
 // died while it waited (the server restarted); if fn then fails on the
 // network, do retries once on a newly dialled connection.
+//
+// Waiting for a free connection is bounded by the timeout too: when the
+// server hangs, every connection is busy timing out, and a login queued
+// behind them would otherwise wait one timeout per login ahead of it.
 func (p *pool) do(ctx context.Context, fn func(*ldap.Conn) error) error {
+	wait := p.a.opTimeout(ctx)
+	timer := time.NewTimer(wait)
 	select {
 	case p.sem <- struct{}{}:
+		timer.Stop()
 	case <-ctx.Done():
+		timer.Stop()
 		return fmt.Errorf("%w: waiting for an LDAP connection: %w", errUnavailable, ctx.Err())
+	case <-timer.C:
+		return fmt.Errorf("%w: all %d LDAP connections stayed busy for %v (server slow or hung? raise auth.ldap.pool_size if it is only busy)",
+			errUnavailable, cap(p.sem), wait)
 	}
 	defer func() { <-p.sem }()
 	for attempt := 0; ; attempt++ {
