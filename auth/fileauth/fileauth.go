@@ -16,10 +16,10 @@
 //     with auth.ErrUnavailable, never auth.ErrInvalidCredentials.
 //   - Passwords and hashes never appear in logs or errors; secrets are
 //     compared in constant time.
-//   - Every refused login with a non-empty password checks one hash of the
-//     file's most common scheme and cost (the user's own, or a decoy for
-//     users who are unknown or may not log in), so the time a login takes
-//     does not tell whether the user exists (decoy.go).
+//   - Every login with a non-empty password checks one full hash: the
+//     user's own, or, for a user who is unknown or may not log in, a decoy
+//     of the file's most common scheme and cost (decoy.go), so the time a
+//     login takes does not tell whether the user exists.
 package fileauth
 
 import (
