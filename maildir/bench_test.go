@@ -253,6 +253,53 @@ func BenchmarkPickUpNew1000(b *testing.B) {
 	})
 }
 
+// BenchmarkPickUpDelivered1000: another process (here a second Store,
+// with its own state and watcher) appends 1,000 messages to an open INBOX
+// of 10,000 or 100,000 messages, numbering them in dovecot-uidlist as
+// lmtpd does; one Sync of the first shows them. The cost should not grow
+// with the mailbox.
+func BenchmarkPickUpDelivered1000(b *testing.B) {
+	for _, n := range []int{benchMessages / 10, benchMessages} {
+		b.Run(fmt.Sprintf("%dk", n/1000), func(b *testing.B) { benchPickUpDelivered(b, n) })
+	}
+}
+
+func benchPickUpDelivered(b *testing.B, n int) {
+	root := makeBigMaildir(b, n)
+	s := New(Options{SpecialUse: map[string]string{}})
+	defer s.Close()
+	mb, snap := openInbox(b, s, root)
+	defer mb.Close()
+	other := New(Options{SpecialUse: map[string]string{}})
+	defer other.Close()
+	dmb, _ := openInbox(b, other, root)
+	defer dmb.Close()
+	have := len(snap.Messages)
+	ctx := context.Background()
+	var cpu time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		for j := 0; j < 1000; j++ {
+			if _, err := dmb.Append(ctx, strings.NewReader("Subject: new\r\n\r\nnew mail\r\n"), backend.AppendOptions{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+		c0 := cpuTime()
+		snap, err := mb.Sync(ctx)
+		cpu += cpuTime() - c0
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(snap.Messages) != have+1000 {
+			b.Fatalf("%d messages, want %d", len(snap.Messages), have+1000)
+		}
+		have = len(snap.Messages)
+	}
+	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/op")
+}
+
 // BenchmarkCRLFSize: computing the CRLF size of an LF message.
 func BenchmarkCRLFSize(b *testing.B) {
 	msg := []byte(strings.Repeat("A line of a typical mail body, about 70 characters long..........\n", 16000))

@@ -1,6 +1,7 @@
 package maildir
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -54,18 +55,31 @@ type mboxState struct {
 	kwID        fileID
 	kwCache     map[uint32][]string
 	ulID        fileID
-	newID       fileID
-	curID       fileID
-	snap        *backend.Snapshot
-	own         owner
-	mustWrite   bool   // the uidlist on disk is missing or was rebuilt
-	fileRecs    int    // records in the uidlist file: st.msgs[:fileRecs] if nothing was dropped since
-	fileClean   bool   // the uidlist file is v3, newline-terminated, without bad lines: appendable
-	cacheHdr    string // identities recorded in roost-cache
+	// ulEnd and ulTail: how much of the uidlist this process last read or
+	// wrote, and its final bytes. An append is recognised by finding those
+	// bytes where they were: an inode number alone proves nothing, since a
+	// rewritten list may get the old one back.
+	ulEnd     int64
+	ulTail    []byte
+	newID     fileID
+	curID     fileID
+	snap      *backend.Snapshot
+	own       owner
+	mustWrite bool   // the uidlist on disk is missing or was rebuilt
+	fileRecs  int    // records in the uidlist file: st.msgs[:fileRecs] if nothing was dropped since
+	fileClean bool   // the uidlist file is v3, newline-terminated, without bad lines: appendable
+	cacheHdr  string // identities recorded in roost-cache
 
-	chMu    sync.Mutex
-	dirty   bool
-	changed chan struct{}
+	chMu     sync.Mutex
+	dirty    bool
+	curDirty bool // some change since the last full listing may have touched cur/
+	changed  chan struct{}
+	// curSettled: cur/ had been quiet for a timestamp tick when last listed,
+	// so an unchanged identity proves an unchanged directory even without
+	// inotify.
+	curSettled bool
+
+	listings int // full listings of new/ and cur/, for tests
 
 	stopWatch func()
 	watched   atomic.Bool // inotify reports every change to new/ and cur/
@@ -105,6 +119,7 @@ func (st *mboxState) ownChange(trusted bool) {
 	}
 	st.newID = statID(filepath.Join(st.dir, "new"))
 	st.curID = statID(filepath.Join(st.dir, "cur"))
+	st.curSettled = false
 	// Capped: deliver appends to st.msgs in place, beyond what this shows.
 	n := len(st.msgs)
 	st.snap = &backend.Snapshot{UIDValidity: st.uidValidity, UIDNext: backend.UID(st.nextUID), Messages: st.msgs[:n:n], Changed: ch}
@@ -120,21 +135,40 @@ func (st *mboxState) path(i int) string {
 
 // notify closes the current Changed channel: every snapshot handed out so
 // far is now possibly out of date.
-func (st *mboxState) notify() {
+func (st *mboxState) notify() { st.notifyChange(true) }
+
+// notifyNew is notify for a change seen in new/ alone, which the next Sync
+// may pick up without listing cur/.
+func (st *mboxState) notifyNew() { st.notifyChange(false) }
+
+func (st *mboxState) notifyChange(cur bool) {
 	st.chMu.Lock()
 	st.dirty = true
+	st.curDirty = st.curDirty || cur
 	close(st.changed)
 	st.changed = make(chan struct{})
 	st.chMu.Unlock()
 }
 
-// startScan clears the dirty flag and returns the channel that the
+// startScan clears the dirty flags and returns the channel that the
 // snapshot being built will carry; a change during the scan closes it.
 func (st *mboxState) startScan() chan struct{} {
 	st.chMu.Lock()
 	defer st.chMu.Unlock()
-	st.dirty = false
+	st.dirty, st.curDirty = false, false
 	return st.changed
+}
+
+// startNewScan is startScan for a scan of new/ alone; it fails if cur/ may
+// have changed since it was last listed.
+func (st *mboxState) startNewScan() (chan struct{}, bool) {
+	st.chMu.Lock()
+	defer st.chMu.Unlock()
+	if st.curDirty {
+		return nil, false
+	}
+	st.dirty = false
+	return st.changed, true
 }
 
 func (st *mboxState) isDirty() bool {
@@ -194,6 +228,16 @@ func (st *mboxState) syncLocked(ctx context.Context, force bool) (*backend.Snaps
 		st.writeCache()
 		return st.snap, nil
 	}
+	if !force {
+		done, err := st.pickUpNew(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if done {
+			st.writeCache()
+			return st.snap, nil
+		}
+	}
 	if err := st.rescan(ctx, nil); err != nil {
 		return nil, err
 	}
@@ -217,6 +261,7 @@ type listing struct {
 
 func (st *mboxState) list() (listing, error) {
 	var l listing
+	st.listings++
 	for attempt := 0; attempt < 4; attempt++ {
 		nb := statID(filepath.Join(st.dir, "new"))
 		cb := statID(filepath.Join(st.dir, "cur"))
@@ -257,11 +302,16 @@ func (st *mboxState) rescan(ctx context.Context, lk *dotlock) error {
 	for {
 		if !reuse {
 			ch = st.startScan()
-			var err error
-			if l, err = st.list(); err != nil {
+			// The uidlist before the listing: writers place a file before
+			// they record it, so every record read has its file in the
+			// listing unless it really went. (Read after the listing, a
+			// record could name a file placed just after it, which would
+			// then be dropped and later numbered twice.)
+			if err := st.loadState(lk != nil); err != nil {
 				return err
 			}
-			if err := st.loadState(lk != nil); err != nil {
+			var err error
+			if l, err = st.list(); err != nil {
 				return err
 			}
 			res = st.match(l)
@@ -334,6 +384,9 @@ func (st *mboxState) loadState(locked bool) error {
 	if st.loaded && id == st.ulID {
 		return nil
 	}
+	if st.loaded && st.readTail(ulPath, id) {
+		return nil
+	}
 	ul, fresh, clean, err := st.readUidlist(ulPath, locked)
 	if err != nil {
 		return err
@@ -350,15 +403,7 @@ func (st *mboxState) loadState(locked bool) error {
 	st.ext = map[backend.UID]string{}
 	j := 0
 	for _, r := range ul.recs {
-		m := backend.Message{UID: backend.UID(r.uid), Key: r.key, Size: r.vsize, UIDL: r.uidl, POP3Order: r.order}
-		if m.Size < 0 {
-			if w, ok := sizeField(r.key, 'W'); ok {
-				m.Size = w
-			}
-		}
-		if r.mtime > 0 {
-			m.InternalDate = time.Unix(r.mtime, 0)
-		}
+		m := r.message()
 		lc := loc{}
 		// Keep what we knew about the file (flags, place) if UID and key
 		// agree; both lists ascend by UID.
@@ -384,17 +429,108 @@ func (st *mboxState) loadState(locked bool) error {
 	return nil
 }
 
+// message is what a record says about its message; flags come from the
+// file name.
+func (r *ulRec) message() backend.Message {
+	m := backend.Message{UID: backend.UID(r.uid), Key: r.key, Size: r.vsize, UIDL: r.uidl, POP3Order: r.order}
+	if m.Size < 0 {
+		if w, ok := sizeField(r.key, 'W'); ok {
+			m.Size = w
+		}
+	}
+	if r.mtime > 0 {
+		m.InternalDate = time.Unix(r.mtime, 0)
+	}
+	return m
+}
+
+// readTail reads only the records appended to the uidlist since it was
+// last read or written (the same file, grown), as Dovecot does: a delivery
+// by another process then costs its own records, not the whole list. It
+// reports false when the file must be read whole. Caller holds st.mu.
+func (st *mboxState) readTail(path string, id fileID) bool {
+	tail := st.ulTail
+	if !st.fileClean || st.mustWrite || len(tail) == 0 || tail[len(tail)-1] != '\n' ||
+		!st.ulID.ok || !id.ok || id.ino != st.ulID.ino || id.size <= st.ulEnd {
+		return false
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || idOf(fi).ino != id.ino {
+		return false
+	}
+	// From the known final bytes up to the size seen: whole lines only.
+	from := st.ulEnd - int64(len(tail))
+	buf := make([]byte, id.size-from)
+	if _, err := f.ReadAt(buf, from); err != nil || !bytes.Equal(buf[:len(tail)], tail) || buf[len(buf)-1] != '\n' {
+		return false
+	}
+	added := buf[len(tail):]
+	var recs []ulRec
+	next := st.nextUID
+	for _, line := range strings.Split(string(added[:len(added)-1]), "\n") {
+		if line == "" {
+			continue
+		}
+		r, err := parseUidlistRec(line, 3)
+		if err != nil || r.uid < next {
+			return false // let the full read judge and log it
+		}
+		next = r.uid + 1
+		recs = append(recs, r)
+	}
+	// Appended in place, past what any published snapshot shows.
+	for _, r := range recs {
+		m := r.message()
+		st.msgs = append(st.msgs, m)
+		st.locs = append(st.locs, loc{})
+		if r.ext != "" {
+			st.ext[m.UID] = r.ext
+		}
+		if st.byKey != nil {
+			if _, dup := st.byKey[m.Key]; !dup {
+				st.byKey[m.Key] = m.UID
+			}
+		}
+	}
+	st.nextUID = next
+	st.fileRecs += len(recs)
+	st.ulID = id
+	st.noteUidlist(id.size, tail, added)
+	return true
+}
+
+// tailCheck is how many final bytes of the uidlist identify it.
+const tailCheck = 128
+
+// noteUidlist records that the uidlist now ends at end with the bytes
+// prev followed by added.
+func (st *mboxState) noteUidlist(end int64, prev, added []byte) {
+	if len(added) >= tailCheck {
+		prev, added = nil, added[len(added)-tailCheck:]
+	}
+	t := append(append(make([]byte, 0, len(prev)+len(added)), prev...), added...)
+	st.ulEnd, st.ulTail = end, t[max(0, len(t)-tailCheck):]
+}
+
 // readUidlist reads dovecot-uidlist, importing courierimapuiddb or starting
 // a fresh list when there is none. A corrupt list is rebuilt keeping its
 // UIDVALIDITY when the header can still be read. clean reports a v3 file
 // with no bad or torn line, to which new records may be appended.
 func (st *mboxState) readUidlist(path string, locked bool) (ul *uidlist, fresh, clean bool, err error) {
+	st.ulTail = nil
 	data, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, false, false, fmt.Errorf("read %s: %w", path, err)
 	}
 	if err == nil {
 		parsed, warns, perr := parseUidlist(data)
+		if perr == nil {
+			st.noteUidlist(int64(len(data)), nil, data)
+		}
 		for _, w := range warns {
 			st.s.log.Warn("dovecot-uidlist: bad record; its message gets a new UID", "file", path, "problem", w)
 		}

@@ -236,6 +236,13 @@ func (st *mboxState) commit(res *matchResult, all []backend.Message, locs []loc,
 	}
 	st.msgs, st.locs = all, locs
 	st.newID, st.curID = l.newID, l.curID
+	st.curSettled = !recent(l.curID)
+	st.publish(visible, changed, ch)
+}
+
+// publish installs the snapshot of visible. ch is the Changed channel
+// taken when the scan started.
+func (st *mboxState) publish(visible []backend.Message, changed bool, ch chan struct{}) {
 	st.chMu.Lock()
 	select {
 	case <-ch:
@@ -280,9 +287,15 @@ func (st *mboxState) writeUidlist(all []backend.Message, keep int) error {
 		if keep == len(all) {
 			return nil
 		}
-		if err := st.appendUidlist(p, all[keep:]); err != nil {
+		added, err := st.appendUidlist(p, all[keep:])
+		if err != nil {
 			st.loaded = false // reread before trusting memory again
 			return fmt.Errorf("append to uidlist: %w", err)
+		}
+		if st.ulEnd == st.ulID.size {
+			st.noteUidlist(st.ulEnd+int64(len(added)), st.ulTail, added)
+		} else {
+			st.ulTail = nil
 		}
 		st.fileRecs = len(all)
 		st.ulID = statID(p)
@@ -293,10 +306,12 @@ func (st *mboxState) writeUidlist(all []backend.Message, keep int) error {
 	for i, m := range all {
 		ul.recs[i] = st.record(m)
 	}
-	if err := writeAtomic(p, ul.marshal(), st.s.opts.Fsync, st.own, st.s.names); err != nil {
+	data := ul.marshal()
+	if err := writeAtomic(p, data, st.s.opts.Fsync, st.own, st.s.names); err != nil {
 		st.loaded = false // reread before trusting memory again
 		return fmt.Errorf("write uidlist: %w", err)
 	}
+	st.noteUidlist(int64(len(data)), nil, data)
 	st.ulID = statID(p)
 	st.fileRecs, st.fileClean = len(all), true
 	return nil
@@ -313,7 +328,7 @@ func (st *mboxState) record(m backend.Message) ulRec {
 // appendUidlist appends records for msgs in one write. A crash part-way
 // leaves a torn last line, which readers ignore and the next writer
 // replaces.
-func (st *mboxState) appendUidlist(p string, msgs []backend.Message) error {
+func (st *mboxState) appendUidlist(p string, msgs []backend.Message) ([]byte, error) {
 	var b bytes.Buffer
 	for _, m := range msgs {
 		r := st.record(m)
@@ -321,7 +336,7 @@ func (st *mboxState) appendUidlist(p string, msgs []backend.Message) error {
 	}
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	_, err = f.Write(b.Bytes())
 	if err == nil && st.s.opts.Fsync {
@@ -330,5 +345,5 @@ func (st *mboxState) appendUidlist(p string, msgs []backend.Message) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	return err
+	return b.Bytes(), err
 }

@@ -130,8 +130,9 @@ func (s *Store) runHub(h *watchHub) {
 			if !ok {
 				return
 			}
+			dir := filepath.Dir(ev.Name)
 			h.mu.Lock()
-			st := h.dirs[filepath.Dir(ev.Name)]
+			st := h.dirs[dir]
 			t, own := h.expected[ev.Name]
 			if own {
 				delete(h.expected, ev.Name)
@@ -139,7 +140,11 @@ func (s *Store) runHub(h *watchHub) {
 			}
 			h.mu.Unlock()
 			if st != nil && !own {
-				st.notify()
+				if filepath.Base(dir) == "new" {
+					st.notifyNew()
+				} else {
+					st.notify()
+				}
 			}
 		case err, ok := <-h.w.Errors:
 			if !ok {
@@ -181,7 +186,7 @@ func (s *Store) poll(st *mboxState, subs []string) func() {
 				return
 			case <-t.C:
 			}
-			changed := false
+			changed, onlyNew := false, true
 			now := time.Now().UnixNano()
 			for i, d := range subs {
 				id := statID(d)
@@ -191,9 +196,13 @@ func (s *Store) poll(st *mboxState, subs []string) func() {
 				// nothing, so look again (git's "racy timestamp" rule).
 				if id != ids[i] || now-id.mtime < int64(racyWindow) {
 					ids[i], changed = id, true
+					onlyNew = onlyNew && filepath.Base(d) == "new"
 				}
 			}
-			if changed {
+			switch {
+			case changed && onlyNew:
+				st.notifyNew()
+			case changed:
 				st.notify()
 			}
 		}
