@@ -56,6 +56,13 @@ func TestResponseCodes(t *testing.T) {
 		{`MOVE 1 nosuch`, "NO [TRYCREATE]"},
 		{`COPY 2 a`, "BAD [CLIENTBUG]"},
 		{"APPEND nosuch {1+}\r\nx", "NO [TRYCREATE]"},
+		{`STORE 1 +FLAGS (\Recent \Foo \Seen)`, "OK"}, // unsettable flags are ignored
+		{`EXAMINE INBOX`, "OK [READ-ONLY]"},
+		{`STORE 1 +FLAGS (\Deleted)`, "NO [READ-ONLY]"},
+		{`EXPUNGE`, "NO [READ-ONLY]"},
+		{`MOVE 1 Trash`, "NO [READ-ONLY]"},
+		{`COPY 1 Trash`, "OK [COPYUID"},
+		{`CLOSE`, "OK"},
 		{`LIST "" "*"`, "OK"},
 	} {
 		got := last(r.cmd(tc.cmd))
