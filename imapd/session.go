@@ -188,9 +188,9 @@ func (s *session) Authenticate(mech string) (sasl.Server, error) {
 	return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Text: "Unsupported authentication mechanism"}
 }
 
-// timed records how long a command took: go-imap has no command hook, so
-// each handler reports its own.
-// It also marks that a command reached the session (see maxCommandBytes).
+// timed records how long a command took (go-imap has no command hook, so
+// each handler reports its own) and marks that a command reached the
+// session (see maxCommandBytes).
 func (s *session) timed(name string) func() {
 	s.cc.commandSeen()
 	start := time.Now()
