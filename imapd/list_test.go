@@ -97,6 +97,10 @@ func TestCourierNamespace(t *testing.T) {
 		{`CREATE "INBOX.a/b"`, "NO [CANNOT]"},
 		{`SELECT INBOX.Lists.Go`, "OK"},
 		{`SELECT inbox.Sent`, "OK"},
+		{`SUBSCRIBE INBOX.Lists.Go`, "OK"},
+		{`SUBSCRIBE inbox.Lists`, "OK"},
+		{`SUBSCRIBE INBOX`, "OK"},
+		{`SUBSCRIBE INBOX.Nosuch`, "NO [NONEXISTENT]"},
 	} {
 		if l := last(r.cmd(s.cmd)); !strings.Contains(l, s.want) {
 			t.Errorf("%s: %s (want %s)", s.cmd, l, s.want)
