@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/roost-mail/roost/backend"
 	"github.com/roost-mail/roost/pop3d"
@@ -147,5 +148,43 @@ func TestRETRFromRawFiles(t *testing.T) {
 		if !bytes.Equal(got[i], w.Bytes()) {
 			t.Errorf("message %d: got\n%.300q\nwant\n%.300q", i+1, got[i], w.Bytes())
 		}
+	}
+}
+
+// TestRETRRecordedSize: the size the store recorded (",W=" in the file
+// name) is what LIST promised. A file that turns out shorter ends the
+// connection without the final "." (the client must not take a part for
+// the whole, and must not DELE it), and the message is not marked \Seen;
+// a longer one is cut at that size. Both with and without raw files.
+func TestRETRRecordedSize(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		tweak func(*pop3d.Options)
+	}{{"store converts", nil}, {"raw file", func(o *pop3d.Options) { o.Store = rawStore{o.Store} }}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, tc.tweak)
+			body := "Subject: s\n\nline 1\nline 2\n" // 26 octets, 30 with CRLF
+			e.put("alice", "cur", "1700000000.M1P1.h,S=26,W=40:2,", body, time.Now())
+			e.put("alice", "cur", "1700000001.M1P1.h,S=26,W=20:2,", body, time.Now())
+			c := e.login("alice", "secret")
+			c.run(`
+				C: RETR 2
+				S: +OK 20 octets
+				S: Subject: s
+				S:
+				S: line 1
+				S: .
+				C: RETR 1
+				S: +OK 40 octets
+				S: Subject: s
+				S:
+				S: line 1
+				S: line 2
+				S: <EOF>`)
+			e.waitLog(`msg="pop3 session".* end=store-error`)
+			if m := e.inbox("alice").Messages; len(m) != 2 || m[0].Flags&backend.FlagSeen != 0 || m[1].Flags&backend.FlagSeen == 0 {
+				t.Errorf("flags after RETR 2 in full and RETR 1 cut short: %+v, want only UID 2 \\Seen", m)
+			}
+		})
 	}
 }
