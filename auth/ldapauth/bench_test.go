@@ -82,7 +82,7 @@ func BenchmarkLDAPLogin(b *testing.B) {
 			b.Fatal(err)
 		}
 		parallel4(b, func() error {
-			c, err := a.dial(context.Background())
+			c, _, err := a.dial(context.Background())
 			if err != nil {
 				return err
 			}

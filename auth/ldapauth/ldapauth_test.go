@@ -215,14 +215,14 @@ func TestFailover(t *testing.T) {
 	}
 }
 
-// TestSlowServer: a server that accepts and never answers is a temporary
-// failure within the timeout.
-func TestSlowServer(t *testing.T) {
+// newHungServer listens on loopback, accepts connections and never answers
+// on them, until the test ends; it returns the address.
+func newHungServer(t *testing.T) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
 	var conns sync.WaitGroup
 	conns.Go(func() {
 		var held []net.Conn
@@ -239,9 +239,20 @@ func TestSlowServer(t *testing.T) {
 			held = append(held, c)
 		}
 	})
+	t.Cleanup(func() {
+		l.Close()
+		conns.Wait()
+	})
+	return l.Addr().String()
+}
+
+// TestSlowServer: a server that accepts and never answers is a temporary
+// failure within the timeout.
+func TestSlowServer(t *testing.T) {
+	addr := newHungServer(t)
 	for _, o := range []Options{
-		{URLs: []string{"ldap://" + l.Addr().String()}, UserDNTemplate: "uid=%u,ou=people," + suffix, Timeout: 300 * time.Millisecond},
-		{URLs: []string{"ldap://" + l.Addr().String()}, BaseDN: suffix, BindDN: serviceDN, BindPassword: "x", Timeout: 300 * time.Millisecond},
+		{URLs: []string{"ldap://" + addr}, UserDNTemplate: "uid=%u,ou=people," + suffix, Timeout: 300 * time.Millisecond},
+		{URLs: []string{"ldap://" + addr}, BaseDN: suffix, BindDN: serviceDN, BindPassword: "x", Timeout: 300 * time.Millisecond},
 	} {
 		a := newAuth(t, o)
 		start := time.Now()
@@ -255,8 +266,28 @@ func TestSlowServer(t *testing.T) {
 		cancel()
 		wantUnavailable(t, err)
 	}
-	l.Close()
-	conns.Wait()
+}
+
+// TestFailoverFromHungServer: when the first URL accepts connections and
+// never answers (so dialling it succeeds), a login fails with a temporary
+// error after the timeout and the next ones go to the second URL, in both
+// modes.
+func TestFailoverFromHungServer(t *testing.T) {
+	s := startSlapd(t)
+	hung := "ldap://" + newHungServer(t)
+	for name, o := range map[string]Options{"bind": bindModeOpts(s), "search": searchModeOpts(s)} {
+		t.Run(name, func(t *testing.T) {
+			o.URLs, o.Timeout = []string{hung, s.URL}, 300*time.Millisecond
+			a := newAuth(t, o)
+			_, err := a.Authenticate(context.Background(), "alice", "alice-pw")
+			wantUnavailable(t, err)
+			wantIdentity(t, a, "alice", "alice-pw", aliceID)
+			wantInvalid(t, a, "nobody", "pw")
+			if a.preferred.Load() != 1 {
+				t.Errorf("preferred URL %d; want 1, the server that answers", a.preferred.Load())
+			}
+		})
+	}
 }
 
 func TestTLS(t *testing.T) {

@@ -19,16 +19,24 @@ type pool struct {
 	a       *Authenticator
 	service bool // connections are bound as the service account
 	sem     chan struct{}
-	idle    chan *ldap.Conn
+	idle    chan *conn
+}
+
+// conn is a pooled connection and the server it goes to.
+type conn struct {
+	*ldap.Conn
+	server int // index into Authenticator.urls
 }
 
 func newPool(a *Authenticator, size int, service bool) *pool {
-	return &pool{a: a, service: service, sem: make(chan struct{}, size), idle: make(chan *ldap.Conn, size)}
+	return &pool{a: a, service: service, sem: make(chan struct{}, size), idle: make(chan *conn, size)}
 }
 
 // do runs fn on a connection. A connection taken from the idle set may have
 // died while it waited (the server restarted); if fn then fails on the
-// network, do retries once on a newly dialled connection.
+// network, do retries once on a newly dialled connection. A newly dialled
+// connection that fails on the network (a server that accepts connections
+// and then never answers) makes the next dial start with the next URL.
 //
 // Waiting for a free connection is bounded by the timeout too: when the
 // server hangs, every connection is busy timing out, and a login queued
@@ -53,19 +61,22 @@ func (p *pool) do(ctx context.Context, fn func(*ldap.Conn) error) error {
 			return err
 		}
 		c.SetTimeout(p.a.opTimeout(ctx))
-		err = fn(c)
+		err = fn(c.Conn)
 		if !isNetworkError(err) && !c.IsClosing() {
 			p.put(c)
 			return err
 		}
 		c.Close()
+		if !reused && ctx.Err() == nil {
+			p.a.demote(ctx, c.server, err)
+		}
 		if !reused || attempt > 0 || ctx.Err() != nil {
 			return err
 		}
 	}
 }
 
-func (p *pool) get(ctx context.Context) (c *ldap.Conn, reused bool, err error) {
+func (p *pool) get(ctx context.Context) (c *conn, reused bool, err error) {
 	for {
 		select {
 		case c := <-p.idle:
@@ -76,14 +87,21 @@ func (p *pool) get(ctx context.Context) (c *ldap.Conn, reused bool, err error) {
 			continue
 		default:
 		}
-		c, err := p.a.dial(ctx)
+		lc, n, err := p.a.dial(ctx)
 		if err != nil {
 			return nil, false, err
 		}
+		c := &conn{Conn: lc, server: n}
 		if p.service && p.a.opts.BindDN != "" {
 			c.SetTimeout(p.a.opTimeout(ctx))
 			if err := c.Bind(p.a.opts.BindDN, p.a.opts.BindPassword); err != nil {
 				c.Close()
+				if isNetworkError(err) {
+					if ctx.Err() == nil {
+						p.a.demote(ctx, n, err)
+					}
+					return nil, false, fmt.Errorf("%w: LDAP service account bind: %w", errUnavailable, err)
+				}
 				p.a.log.ErrorContext(ctx, "LDAP service account bind failed: check auth.ldap.bind_dn and bind_password_file", "bind_dn", p.a.opts.BindDN, "err", err)
 				return nil, false, fmt.Errorf("%w: LDAP service account bind as %s: %w", errUnavailable, p.a.opts.BindDN, err)
 			}
@@ -92,7 +110,7 @@ func (p *pool) get(ctx context.Context) (c *ldap.Conn, reused bool, err error) {
 	}
 }
 
-func (p *pool) put(c *ldap.Conn) {
+func (p *pool) put(c *conn) {
 	select {
 	case p.idle <- c:
 	default:
@@ -116,10 +134,23 @@ func isNetworkError(err error) bool {
 	return err != nil && (ldap.IsErrorWithCode(err, ldap.ErrorNetwork) || errors.Is(err, net.ErrClosed))
 }
 
+// demote makes the next dial start with the URL after server n, unless an
+// earlier failure already moved on, after a new connection to n failed on
+// the network: n accepts connections but does not answer. With one URL it
+// changes nothing.
+func (a *Authenticator) demote(ctx context.Context, n int, err error) {
+	next := (n + 1) % len(a.urls)
+	if next != n && a.preferred.CompareAndSwap(int32(n), int32(next)) {
+		a.log.WarnContext(ctx, "LDAP server accepted a connection but did not answer: trying the next URL first",
+			"url", a.urls[n].Redacted(), "next", a.urls[next].Redacted(), "err", err)
+	}
+}
+
 // dial connects to the first URL that answers, starting with the one that
 // worked last, so a dead server costs one timeout per failover, not one per
-// connection. StartTLS is run when configured (never on ldaps://).
-func (a *Authenticator) dial(ctx context.Context) (*ldap.Conn, error) {
+// connection, and returns the index of the URL. StartTLS is run when
+// configured (never on ldaps://).
+func (a *Authenticator) dial(ctx context.Context) (*ldap.Conn, int, error) {
 	var errs []error
 	start := int(a.preferred.Load())
 	for i := range a.urls {
@@ -132,9 +163,9 @@ func (a *Authenticator) dial(ctx context.Context) (*ldap.Conn, error) {
 			continue
 		}
 		a.preferred.Store(int32(n))
-		return c, nil
+		return c, n, nil
 	}
-	return nil, fmt.Errorf("%w: no LDAP server answered: %w", errUnavailable, errors.Join(errs...))
+	return nil, 0, fmt.Errorf("%w: no LDAP server answered: %w", errUnavailable, errors.Join(errs...))
 }
 
 func (a *Authenticator) dialURL(ctx context.Context, u *url.URL) (*ldap.Conn, error) {
