@@ -99,9 +99,11 @@ func parseParams(scheme, encoded string) (params, bool) {
 		return cryptParams("$5$", encoded)
 	case "MD5-CRYPT", "MD5":
 		return cryptParams("$1$", encoded)
-	case "CRYPT":
-		if len(encoded) >= 4 && strings.HasPrefix(encoded, "$2") && encoded[3] == '$' {
-			return bcryptParams(encoded)
+	case "CRYPT": // the $id$ prefixes verifyCryptAny takes
+		for _, id := range []string{"$2a$", "$2b$", "$2y$"} {
+			if strings.HasPrefix(encoded, id) {
+				return bcryptParams(encoded)
+			}
 		}
 		if len(encoded) >= 3 {
 			return cryptParams(encoded[:3], encoded)

@@ -3,6 +3,7 @@ package fileauth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -240,7 +241,9 @@ func TestDecoyTies(t *testing.T) {
 }
 
 // FuzzDecoy checks that no stored hash makes workClass or imitate panic,
-// and that a decoy always has the class of the hash it imitates.
+// that a decoy always has the class of the hash it imitates, and that the
+// verifier takes every decoy (checked for cheap classes only, to keep
+// fuzzing fast): a decoy it refused would cost no work.
 func FuzzDecoy(f *testing.F) {
 	f.Add("SHA512-CRYPT", "$6$rounds=6000$salt$hash")
 	f.Add("CRYPT", "$2y$05$.bjjVI598tyr.DPHL0DCXewLcGvr4WcABUHlW9RaC/FssZCD52Sk.")
@@ -262,5 +265,31 @@ func FuzzDecoy(f *testing.F) {
 		if strings.ContainsAny(d, ":\n") {
 			t.Fatalf("decoy %q could not be a passwd-file field", d)
 		}
+		if cheap(class) {
+			if _, err := verifyPassword(scheme, d, "password"); err != nil {
+				t.Fatalf("decoy %q of class %q: the verifier refuses it: %v", d, class, err)
+			}
+		}
 	})
+}
+
+// cheap reports whether verifying a hash of class takes at most about a
+// millisecond.
+func cheap(class string) bool {
+	var n, m, t, p, k int
+	switch {
+	case strings.HasPrefix(class, "bcrypt"):
+		_, err := fmt.Sscanf(class, "bcrypt cost %d", &n)
+		return err == nil && n <= 5
+	case strings.HasPrefix(class, "$5$"), strings.HasPrefix(class, "$6$"):
+		_, err := fmt.Sscanf(class[4:], "rounds=%d", &n)
+		return err == nil && n <= 5000
+	case strings.HasPrefix(class, "argon2"):
+		_, err := fmt.Sscanf(class[strings.Index(class, " ")+1:], "m=%d t=%d p=%d key=%d", &m, &t, &p, &k)
+		return err == nil && m*t <= 1024 && p <= 4
+	case strings.HasPrefix(class, "pbkdf2"):
+		_, err := fmt.Sscanf(class, "pbkdf2 rounds=%d key=%d", &n, &k)
+		return err == nil && n <= 5000
+	}
+	return true // MD5-crypt, plain text, salted and unsalted digests
 }
