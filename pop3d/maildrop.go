@@ -1,7 +1,6 @@
 package pop3d
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -50,24 +49,32 @@ func newMaildrop(u backend.User, mbox backend.Mailbox, release func() error, sna
 // which clients that track messages by number rather than by UIDL need.
 // msgs is not modified: it belongs to the store's snapshot.
 func pop3Order(msgs []backend.Message) []backend.Message {
-	migrated := false
+	// One uint64 per message, the order above its index (its place in
+	// UID order): sorting these is far quicker than sorting Messages.
+	var keys []uint64
 	for i := range msgs {
-		if msgs[i].POP3Order != 0 {
-			migrated = true
-			break
+		if msgs[i].POP3Order != 0 && keys == nil {
+			keys = make([]uint64, len(msgs))
+			for j := range i {
+				keys[j] = math.MaxUint32<<32 | uint64(j)
+			}
+		}
+		if keys != nil {
+			order := uint64(msgs[i].POP3Order)
+			if order == 0 {
+				order = math.MaxUint32 // as Dovecot: after every real order
+			}
+			keys[i] = order<<32 | uint64(i)
 		}
 	}
-	if !migrated {
+	if keys == nil {
 		return msgs
 	}
-	key := func(m *backend.Message) uint64 {
-		if m.POP3Order == 0 {
-			return math.MaxUint32 + 1
-		}
-		return uint64(m.POP3Order)
+	slices.Sort(keys)
+	sorted := make([]backend.Message, len(msgs))
+	for j, k := range keys {
+		sorted[j] = msgs[uint32(k)]
 	}
-	sorted := slices.Clone(msgs)
-	slices.SortStableFunc(sorted, func(a, b backend.Message) int { return cmp.Compare(key(&a), key(&b)) })
 	return sorted
 }
 

@@ -3,10 +3,14 @@ package pop3d
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"io"
+	"math"
+	"math/rand/v2"
 	"net/textproto"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -296,6 +300,51 @@ func TestLoginDelaySeconds(t *testing.T) {
 			t.Errorf("%v: %d, want %d", d, got, want)
 		}
 	}
+}
+
+// TestPOP3OrderSort checks pop3Order against a stable sort by (order,
+// with none last) on shuffled orders, ties and Dovecot's maximum value,
+// and that the snapshot's slice is left alone.
+func TestPOP3OrderSort(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for round := range 200 {
+		n := r.IntN(40)
+		msgs := make([]backend.Message, n)
+		for i := range msgs {
+			msgs[i].UID = backend.UID(10 * (i + 1))
+			switch r.IntN(4) {
+			case 0: // none
+			case 1:
+				msgs[i].POP3Order = math.MaxUint32
+			default:
+				msgs[i].POP3Order = uint32(1 + r.IntN(n+1))
+			}
+		}
+		orig := slices.Clone(msgs)
+		want := slices.Clone(msgs)
+		key := func(m backend.Message) uint64 {
+			if m.POP3Order == 0 {
+				return math.MaxUint32
+			}
+			return uint64(m.POP3Order)
+		}
+		slices.SortStableFunc(want, func(a, b backend.Message) int { return cmp.Compare(key(a), key(b)) })
+		got := pop3Order(msgs)
+		if !slices.EqualFunc(got, want, func(a, b backend.Message) bool { return a.UID == b.UID }) {
+			t.Fatalf("round %d: got %v, want %v", round, uids(got), uids(want))
+		}
+		if !slices.EqualFunc(msgs, orig, func(a, b backend.Message) bool { return a.UID == b.UID }) {
+			t.Fatalf("round %d: the snapshot's slice was reordered", round)
+		}
+	}
+}
+
+func uids(msgs []backend.Message) []backend.UID {
+	var u []backend.UID
+	for _, m := range msgs {
+		u = append(u, m.UID)
+	}
+	return u
 }
 
 // BenchmarkCopyMessage measures the conversion alone (50 MB in memory,
