@@ -77,7 +77,7 @@ func TestWorkClasses(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"{SHA512-CRYPT}$6$nosalt", "{BLF-CRYPT}$2y$17$" + strings.Repeat("a", 53),
-		"{ARGON2ID}$argon2id$v=19$m=2000000,t=3,p=1$c2FsdA$aGFzaGhhc2g", "{NOSUCH}x", "{CRYPT}abDES", "{SSHA}!!"} {
+		"{ARGON2ID}$argon2id$v=19$m=2000000,t=3,p=1$c2FsdA$aGFzaGhhc2g", "{NOSUCH}x", "{CRYPT}abDES", "{CRYPT}$2x$05$" + strings.Repeat("a", 53), "{SSHA}!!"} {
 		s, h := splitField(bad)
 		if c, ok := workClass(s, h); ok {
 			t.Errorf("%s: class %q for a hash the verifier refuses", bad, c)
