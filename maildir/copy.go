@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/roost-mail/roost/backend"
+	"golang.org/x/sys/unix"
 )
 
 func (mb *mailbox) Expunge(ctx context.Context, uids []backend.UID) ([]backend.UID, error) {
@@ -116,16 +117,204 @@ func (mb *mailbox) Copy(ctx context.Context, uids []backend.UID, dest string) (b
 	return mb.copy(ctx, uids, dest, false)
 }
 
+// Move moves messages by renaming each file from this mailbox straight
+// into dest's new/ or cur/ under dest's uidlist lock: the rename claims the
+// message, so two sessions moving it at once cannot both deliver it. A
+// crash after the rename leaves the file in dest without a UID (its next
+// sync gives one) and a stale record here (the next sync drops it):
+// nothing lost, nothing twice. Across file systems it copies, then
+// expunges the originals (RFC 6851 order).
 func (mb *mailbox) Move(ctx context.Context, uids []backend.UID, dest string) (backend.CopyResult, error) {
-	res, err := mb.copy(ctx, uids, dest, true)
+	res, err := mb.move(ctx, uids, dest)
+	if !errors.Is(err, unix.EXDEV) {
+		return res, err
+	}
+	mb.u.log.Info("move crosses file systems; copying instead", "mailbox", mb.name, "dest", dest)
+	res, err = mb.copy(ctx, uids, dest, true)
 	if err != nil {
 		return res, err
 	}
-	// RFC 6851: the source copies go only once the destination ones exist.
 	if _, err := mb.Expunge(ctx, res.Source); err != nil {
 		return res, fmt.Errorf("maildir: move: copied to %s but could not remove the originals: %w", dest, err)
 	}
 	return res, nil
+}
+
+// errGone: a moved message's file was not found any more; another session
+// moved or expunged it first.
+var errGone = errors.New("message file gone")
+
+// moveSrc is the file of a message being moved, in its mailbox.
+type moveSrc struct {
+	box  *mboxState
+	path string // where the file is now
+	key  string // its base name
+}
+
+// relocate finds a moved message's file again after its rename failed with
+// ENOENT: another session may have renamed it for a flag change (the
+// pending then takes the new flags). gone reports that no file has its
+// base name any more; an error that it is still at src.path (so the
+// ENOENT was about the destination) or that listing failed.
+func (src *moveSrc) relocate(s *Store, p *pending) (gone bool, err error) {
+	for _, sub := range []string{"new", "cur"} {
+		dir := filepath.Join(src.box.dir, sub)
+		names, err := readNames(dir)
+		if err != nil {
+			return false, err
+		}
+		for _, n := range names {
+			key, info := splitName(n)
+			if key != src.key || !validFileName(n) {
+				continue
+			}
+			path := filepath.Join(dir, n)
+			if path == src.path {
+				return false, fs.ErrExist
+			}
+			src.path = path
+			s.expect(src.box, path)
+			p.flags, p.keywords, p.info = 0, nil, ""
+			if info != "" {
+				fl, bits := parseInfo(info)
+				kt, _ := parseKeywords(readOrEmpty(filepath.Join(src.box.dir, keywordsName)))
+				p.flags, p.keywords, p.info = fl, kt.names(bits), makeInfo(info, fl, 0)
+			}
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+func readOrEmpty(path string) []byte {
+	b, _ := os.ReadFile(path)
+	return b
+}
+
+// moveNoReplace renames a message file to a fresh name. Without
+// RENAME_NOREPLACE (NFS) it checks, then renames: the name is unique, and
+// rename, unlike link + unlink, lets only one of two movers take the file.
+func moveNoReplace(oldPath, newPath string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, oldPath, unix.AT_FDCWD, newPath, unix.RENAME_NOREPLACE)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EEXIST):
+		return &os.LinkError{Op: "rename", Old: oldPath, New: newPath, Err: fs.ErrExist}
+	case errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.ENOTSUP):
+		if _, serr := os.Lstat(newPath); serr == nil {
+			return &os.LinkError{Op: "rename", Old: oldPath, New: newPath, Err: fs.ErrExist}
+		}
+		return os.Rename(oldPath, newPath)
+	}
+	return &os.LinkError{Op: "rename", Old: oldPath, New: newPath, Err: err}
+}
+
+// move does Move's work on one file system; it fails with EXDEV, having
+// moved nothing, when dest is on another.
+func (mb *mailbox) move(ctx context.Context, uids []backend.UID, dest string) (backend.CopyResult, error) {
+	canon, dir, err := mb.u.destination(dest)
+	if err != nil {
+		return backend.CopyResult{}, err
+	}
+	u := mb.u
+	srcs := mb.sources(uids)
+	if len(srcs) == 0 {
+		return backend.CopyResult{}, nil
+	}
+	mb.st.mu.Lock()
+	srcTrusted := mb.st.inSync()
+	mb.st.mu.Unlock()
+	dst := u.s.acquire(dir, u.own)
+	defer u.s.releaseState(dst)
+	destCounted := u.s.opts.IncludeTrash || !u.isTrash(canon)
+	ps := make([]pending, 0, len(srcs))
+	ms := make([]*moveSrc, 0, len(srcs))
+	var phys int64
+	for _, s := range srcs {
+		p, m, err := mb.prepareMove(s)
+		if errors.Is(err, errGone) {
+			srcTrusted = false
+			continue
+		}
+		if err != nil {
+			return backend.CopyResult{}, err
+		}
+		u.s.expect(mb.st, m.path)
+		ps, ms = append(ps, p), append(ms, m)
+		phys += p.phys
+	}
+	// Out of an uncounted Trash into a counted folder adds usage.
+	if destCounted && !mb.counted && len(ps) > 0 {
+		if err := u.checkQuota(phys, int64(len(ps))); err != nil {
+			return backend.CopyResult{}, err
+		}
+	}
+	msgs, err := dst.place(ctx, ps, ms)
+	if err != nil {
+		return backend.CopyResult{}, fmt.Errorf("maildir: move to %s: %w", canon, err)
+	}
+	res := backend.CopyResult{UIDValidity: dst.uidValidityNow()}
+	var moved int64
+	phys = 0
+	for i, p := range ps {
+		if msgs[i].UID == 0 {
+			srcTrusted = false // someone else changed this mailbox
+			continue
+		}
+		res.Source = append(res.Source, p.srcUID)
+		res.Dest = append(res.Dest, msgs[i].UID)
+		moved++
+		phys += p.phys
+	}
+	if moved == 0 {
+		return res, nil
+	}
+	switch {
+	case destCounted && !mb.counted:
+		u.quotaDelta(phys, moved)
+	case !destCounted && mb.counted:
+		u.quotaDelta(-phys, -moved)
+	}
+	st := mb.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err := st.dropRecords(ctx, res.Source, srcTrusted); err != nil {
+		u.log.Warn("moved messages stay in dovecot-uidlist until the next rewrite", "mailbox", mb.name, "err", err)
+	}
+	return res, nil
+}
+
+// prepareMove describes a message about to be moved: its new name in the
+// destination (a fresh base name with the size fields), flags and the
+// letters Roost does not manage.
+func (mb *mailbox) prepareMove(s source) (pending, *moveSrc, error) {
+	m := &moveSrc{box: mb.st, path: s.path, key: s.msg.Key}
+	fl, _ := parseInfo(s.info)
+	p := pending{flags: fl, keywords: s.msg.Keywords, size: s.msg.Size, date: s.msg.InternalDate, srcUID: s.uid}
+	if s.info != "" {
+		p.info = makeInfo(s.info, fl, 0)
+	}
+	phys, ok := sizeField(s.msg.Key, 'S')
+	if !ok {
+		fi, err := os.Stat(m.path)
+		if errors.Is(err, fs.ErrNotExist) {
+			gone, rerr := m.relocate(mb.u.s, &p)
+			if gone {
+				return p, m, errGone
+			}
+			if rerr == nil {
+				fi, err = os.Stat(m.path)
+			}
+		}
+		if err != nil {
+			return p, m, fmt.Errorf("maildir: move UID %d from %s: %w", s.uid, mb.name, err)
+		}
+		phys = fi.Size()
+	}
+	p.phys = phys
+	p.key = fmt.Sprintf("%s,S=%d,W=%d", mb.u.s.names.next(), phys, s.msg.Size)
+	return p, m, nil
 }
 
 type source struct {
@@ -136,15 +325,11 @@ type source struct {
 }
 
 func (mb *mailbox) copy(ctx context.Context, uids []backend.UID, dest string, move bool) (backend.CopyResult, error) {
-	canon, err := normalizeName(dest)
+	canon, dir, err := mb.u.destination(dest)
 	if err != nil {
 		return backend.CopyResult{}, err
 	}
 	u := mb.u
-	dir := u.mailboxDir(canon)
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() || !u.insideRoot(dir) {
-		return backend.CopyResult{}, fmt.Errorf("maildir: %w: %s", backend.ErrNoSuchMailbox, canon)
-	}
 	srcs := mb.sources(uids)
 	if len(srcs) == 0 {
 		return backend.CopyResult{UIDValidity: 0}, nil
@@ -199,6 +384,20 @@ func (mb *mailbox) copy(ctx context.Context, uids []backend.UID, dest string, mo
 		res.Dest = append(res.Dest, msgs[i].UID)
 	}
 	return res, nil
+}
+
+// destination returns the canonical name and directory of an existing
+// mailbox to copy or move into.
+func (u *user) destination(name string) (string, string, error) {
+	canon, err := normalizeName(name)
+	if err != nil {
+		return "", "", err
+	}
+	dir := u.mailboxDir(canon)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() || !u.insideRoot(dir) {
+		return "", "", fmt.Errorf("maildir: %w: %s", backend.ErrNoSuchMailbox, canon)
+	}
+	return canon, dir, nil
 }
 
 func (mb *mailbox) sources(uids []backend.UID) []source {

@@ -68,11 +68,28 @@ func (st *mboxState) keywordBits(names []string) (uint32, error) {
 // deliver moves prepared files into new/ (no flags) or cur/ and gives them
 // UIDs. On failure nothing stays visible.
 func (st *mboxState) deliver(ctx context.Context, ps []pending) ([]backend.Message, error) {
+	return st.place(ctx, ps, nil)
+}
+
+// placed is a file place put into new/ or cur/; from is where a moved
+// file came from (undo renames it back there), "" for a file from tmp/.
+type placed struct{ path, from string }
+
+// place does deliver's work. With srcs (parallel to ps) each message is
+// instead moved: its file in another mailbox (or this one) is renamed
+// straight into place, and the rename is the claim: of two sessions moving
+// one message, only one can succeed. A message whose file is gone (moved
+// or expunged by someone else) is left out: its result has UID 0. On
+// failure tmp/ files are removed and moved files renamed back, never
+// removed (they are the only copy).
+func (st *mboxState) place(ctx context.Context, ps []pending, srcs []*moveSrc) ([]backend.Message, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	removeTmp := func() {
-		for _, p := range ps {
-			os.Remove(p.tmp)
+		if srcs == nil {
+			for _, p := range ps {
+				os.Remove(p.tmp)
+			}
 		}
 	}
 	trusted := st.inSync()
@@ -90,54 +107,54 @@ func (st *mboxState) deliver(ctx context.Context, ps []pending) ([]backend.Messa
 		removeTmp()
 		return nil, err
 	}
+	res := make([]backend.Message, len(ps))
 	out := make([]backend.Message, 0, len(ps))
 	locs := make([]loc, 0, len(ps))
-	var placed []string
-	undo := func() {
-		for _, p := range placed {
-			os.Remove(p)
-		}
-		removeTmp()
-	}
+	var done []placed
 	next := st.nextUID
-	for _, p := range ps {
-		kw, err := st.keywordBits(p.keywords)
-		if err != nil {
-			undo()
-			return nil, err
+	fail := func(err error) ([]backend.Message, error) {
+		st.undo(done)
+		removeTmp()
+		st.nextUID = next
+		return nil, err
+	}
+	srcDirs := map[string]bool{}
+	for i := range ps {
+		var src *moveSrc
+		if srcs != nil {
+			src = srcs[i]
 		}
-		lc := loc{inNew: p.flags == 0 && kw == 0 && p.info == "", known: true}
-		if !lc.inNew {
-			lc.info = st.s.intern(makeInfo(p.info, p.flags, kw))
-		}
-		key := p.key
-		var dst string
-		for attempt := 0; ; attempt++ {
-			dst = st.filePath(key, lc)
-			st.s.expect(st, dst)
-			err = renameNoReplace(p.tmp, dst)
-			if err == nil || !errors.Is(err, fs.ErrExist) || attempt > 3 {
-				break
-			}
-			// Name taken (a clock step back, another host): pick another.
-			key = st.s.names.next() + fmt.Sprintf(",S=%d,W=%d", p.phys, p.size)
+		p, key, lc, dst, err := st.placeOne(ps[i], src)
+		if errors.Is(err, errGone) {
+			continue
 		}
 		if err != nil {
-			undo()
-			return nil, fmt.Errorf("move message into place: %w", err)
+			return fail(err)
 		}
-		placed = append(placed, dst)
-		out = append(out, backend.Message{UID: backend.UID(st.nextUID), Key: key, Flags: p.flags,
-			Keywords: st.keywords(kw), InternalDate: p.date, Size: p.size})
-		locs = append(locs, lc)
+		f := placed{path: dst}
+		if src != nil {
+			f.from = src.path
+			srcDirs[filepath.Dir(src.path)] = true
+		}
+		done = append(done, f)
+		m := backend.Message{UID: backend.UID(st.nextUID), Key: key, Flags: p.flags,
+			Keywords: st.keywords(lc.kw), InternalDate: p.date, Size: p.size}
+		res[i] = m
+		out = append(out, m)
+		locs = append(locs, lc.loc)
 		st.nextUID++
 	}
+	if len(out) == 0 {
+		return res, nil
+	}
 	if st.s.opts.Fsync {
-		for _, sub := range []string{"new", "cur"} {
-			if err := syncDir(filepath.Join(st.dir, sub)); err != nil {
-				undo()
-				st.nextUID = next
-				return nil, err
+		// The sources' directories too: after a crash a moved file must
+		// not be back in its old place as well as in the new one.
+		srcDirs[filepath.Join(st.dir, "new")] = true
+		srcDirs[filepath.Join(st.dir, "cur")] = true
+		for d := range srcDirs {
+			if err := syncDir(d); err != nil {
+				return fail(err)
 			}
 		}
 	}
@@ -145,9 +162,7 @@ func (st *mboxState) deliver(ctx context.Context, ps []pending) ([]backend.Messa
 	// so the elements past it are this writer's alone (no 100k copy).
 	all := append(st.msgs, out...)
 	if err := st.writeUidlist(all, len(st.msgs)); err != nil {
-		undo()
-		st.nextUID = next
-		return nil, err
+		return fail(err)
 	}
 	st.msgs = all
 	st.locs = append(st.locs, locs...)
@@ -156,7 +171,72 @@ func (st *mboxState) deliver(ctx context.Context, ps []pending) ([]backend.Messa
 		idx[m.Key] = m.UID
 	}
 	st.ownChange(trusted)
-	return out, nil
+	return res, nil
+}
+
+// placedLoc is a placed file's loc with its keyword letters.
+type placedLoc struct {
+	loc
+	kw uint32
+}
+
+// placeOne renames one file into new/ or cur/ under a name that is free,
+// returning the pending as placed (a moved file's flags may have changed
+// meanwhile). Caller holds st.mu and the uidlist lock.
+func (st *mboxState) placeOne(p pending, src *moveSrc) (pending, string, placedLoc, string, error) {
+	key := p.key
+	for attempt := 0; ; attempt++ {
+		kw, err := st.keywordBits(p.keywords)
+		if err != nil {
+			return p, "", placedLoc{}, "", err
+		}
+		lc := placedLoc{loc: loc{inNew: p.flags == 0 && kw == 0 && p.info == "", known: true}, kw: kw}
+		if !lc.inNew {
+			lc.info = st.s.intern(makeInfo(p.info, p.flags, kw))
+		}
+		dst := st.filePath(key, lc.loc)
+		st.s.expect(st, dst)
+		if src == nil {
+			err = renameNoReplace(p.tmp, dst)
+		} else {
+			err = moveNoReplace(src.path, dst)
+		}
+		switch {
+		case err == nil:
+			return p, key, lc, dst, nil
+		case attempt > 3:
+		case errors.Is(err, fs.ErrExist):
+			// Name taken (a clock step back, another host): pick another.
+			key = st.s.names.next() + fmt.Sprintf(",S=%d,W=%d", p.phys, p.size)
+			continue
+		case src != nil && errors.Is(err, fs.ErrNotExist):
+			// Renamed by a flag change elsewhere, or moved or expunged.
+			gone, rerr := src.relocate(st.s, &p)
+			if gone {
+				return p, "", placedLoc{}, "", errGone
+			}
+			if rerr == nil {
+				continue
+			}
+		}
+		return p, "", placedLoc{}, "", fmt.Errorf("move message into place: %w", err)
+	}
+}
+
+// undo takes placed files out of new/ and cur/ again: files from tmp/ are
+// removed, moved files renamed back to where they were. A moved file that
+// cannot go back stays here and gets a UID at the next sync: not lost.
+func (st *mboxState) undo(done []placed) {
+	for _, f := range done {
+		if f.from == "" {
+			os.Remove(f.path)
+			continue
+		}
+		if err := moveNoReplace(f.path, f.from); err != nil {
+			st.s.log.Error("a moved message could not be put back after a failed move; it stays in the destination and gets a UID there at the next sync",
+				"file", f.path, "source", f.from, "err", err)
+		}
+	}
 }
 
 func (mb *mailbox) SetFlags(ctx context.Context, uids []backend.UID, op backend.FlagOp, flags backend.Flags, keywords []string) ([]backend.Message, error) {
