@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,7 +23,7 @@ import (
 // random points: every message is still there exactly once.
 
 const (
-	moveRoleEnv = "ROOST_MAILDIR_MOVE_ROLE" // "race:<id>" or "loop"
+	moveRoleEnv = "ROOST_MAILDIR_MOVE_ROLE" // "race:<id>", "loop" or "efbig"
 	moveRootEnv = "ROOST_MAILDIR_MOVE_ROOT"
 	moveOutEnv  = "ROOST_MAILDIR_MOVE_OUT"
 	moveN       = 40 // messages
@@ -33,7 +35,7 @@ const (
 func TestMoveHelperProcess(t *testing.T) {
 	role := os.Getenv(moveRoleEnv)
 	if role == "" {
-		t.Skip("child process of TestMoveMultiProcess and TestMoveKilled")
+		t.Skip("child process of TestMoveMultiProcess, TestMoveKilled and TestMoveUidlistWriteFails")
 	}
 	out, err := os.Create(os.Getenv(moveOutEnv))
 	if err != nil {
@@ -53,6 +55,10 @@ func TestMoveHelperProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer u.Close()
+	if role == "efbig" {
+		moveOverFileSizeLimit(t, w, u)
+		return
+	}
 	id, racing := strings.CutPrefix(role, "race:")
 	start, _ := strconv.Atoi(id)
 	for r := 0; !racing || r < moveRounds; r++ {
@@ -194,4 +200,75 @@ func uidValidityOf(ctx context.Context, u backend.User, name string) (uint32, er
 	defer mb.Close()
 	st, err := mb.Status(ctx)
 	return st.UIDValidity, err
+}
+
+// moveOverFileSizeLimit moves INBOX to A with RLIMIT_FSIZE just above the
+// size of A's uidlist: the files are renamed into A, then the append of
+// their records fails (EFBIG, part of it written).
+func moveOverFileSizeLimit(t *testing.T, w io.Writer, u backend.User) {
+	ctx := context.Background()
+	signal.Ignore(syscall.SIGXFSZ) // a write past the limit fails with EFBIG
+	mb, err := u.OpenMailbox(ctx, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	snap, err := mb.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(u.(*user).root, ".A", uidlistName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+		t.Fatal(err)
+	}
+	lim := old
+	lim.Cur = uint64(fi.Size()) + 40
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	_, err = mb.Move(ctx, uids(snap), "A")
+	if rerr := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old); rerr != nil {
+		t.Fatal(rerr)
+	}
+	fmt.Fprintln(w, "move:", err)
+}
+
+// TestMoveUidlistWriteFails: the destination's uidlist cannot be written
+// after the files were renamed into it; they go back to their exact
+// names in the source, and nothing is lost or found twice.
+func TestMoveUidlistWriteFails(t *testing.T) {
+	ctx := context.Background()
+	root := newMaildir(t)
+	u := openMover(t, root)
+	if err := u.CreateMailbox(ctx, "A", ""); err != nil {
+		t.Fatal(err)
+	}
+	fillInbox(t, u, 6)
+	syncBox(t, u, "A") // A gets its uidlist
+	before := listFiles(t, root)
+	out := filepath.Join(t.TempDir(), "out")
+	cmd := startMover(t, "efbig", root, out)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), "file too large") {
+		t.Fatalf("child's move: %s; want it to fail writing the uidlist", data)
+	}
+	t.Logf("child: %s", data)
+	if got := listFiles(t, root); strings.Join(got, " ") != strings.Join(before, " ") {
+		t.Errorf("INBOX files after the failed move %v, want %v", got, before)
+	}
+	if got := listFiles(t, filepath.Join(root, ".A")); len(got) != 0 {
+		t.Errorf("A holds %v after the failed move", got)
+	}
+	census(t, root, 6, "INBOX", "A", "Trash")
+	checkQuotaFile(t, root)
 }
