@@ -22,7 +22,9 @@ const maxSearchPart = 16 << 20
 // dates, sizes and numbers cost no file access; FROM, TO, CC, BCC, SUBJECT
 // and SENTBEFORE/ON/SINCE use the cached ENVELOPE; HEADER reads the
 // header; BODY and TEXT decode each text part's transfer encoding and
-// charset and compare case-insensitively.
+// charset and compare case-insensitively. Programs beyond the limits of
+// searchprog.go are refused before any message is read, and a search that
+// reads messages stops when the client disconnects.
 func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, opts *imap.SearchOptions) (*imap.SearchData, error) {
 	defer s.timed("SEARCH")()
 	prog, content, err := s.compileSearch(criteria)
@@ -131,9 +133,9 @@ func (sm *searchMsg) match(p *searchProg) bool {
 			return false
 		}
 	}
-	if !p.sentSince.IsZero() || !p.sentBe.IsZero() {
+	if !p.sentSince.IsZero() || !p.sentBefore.IsZero() {
 		info := sm.loadInfo()
-		if info == nil || info.env.Date.IsZero() || !inDateRange(info.env.Date, p.sentSince, p.sentBe) {
+		if info == nil || info.env.Date.IsZero() || !inDateRange(info.env.Date, p.sentSince, p.sentBefore) {
 			return false
 		}
 	}

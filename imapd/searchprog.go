@@ -29,15 +29,15 @@ const (
 // resolved against the view and sorted, so that testing a message costs
 // O(log n) per set whatever its size.
 type searchProg struct {
-	seqs, uids        [][]numRange // the message must be in each
-	flags, notFlags   []imap.Flag
-	larger, smaller   int64
-	since, before     time.Time
-	sentSince, sentBe time.Time
-	headers           []headerKey
-	bodies, texts     []string // lower-cased
-	nots              []*searchProg
-	ors               [][2]*searchProg
+	seqs, uids            [][]numRange // the message must be in each
+	flags, notFlags       []imap.Flag
+	larger, smaller       int64
+	since, before         time.Time
+	sentSince, sentBefore time.Time
+	headers               []headerKey
+	bodies, texts         []string // lower-cased
+	nots                  []*searchProg
+	ors                   [][2]*searchProg
 }
 
 // numRange is lo..hi inclusive.
@@ -85,7 +85,7 @@ func (sc *searchCompiler) compile(c *imap.SearchCriteria, depth int) (*searchPro
 	p := &searchProg{
 		flags: c.Flag, notFlags: c.NotFlag,
 		larger: c.Larger, smaller: c.Smaller,
-		since: c.Since, before: c.Before, sentSince: c.SentSince, sentBe: c.SentBefore,
+		since: c.Since, before: c.Before, sentSince: c.SentSince, sentBefore: c.SentBefore,
 	}
 	for _, set := range c.SeqNum {
 		var rs []numRange
@@ -118,7 +118,7 @@ func (sc *searchCompiler) compile(c *imap.SearchCriteria, depth int) (*searchPro
 	for _, t := range c.Text {
 		p.texts = append(p.texts, strings.ToLower(t))
 	}
-	if len(p.headers)+len(p.bodies)+len(p.texts) > 0 || !p.sentSince.IsZero() || !p.sentBe.IsZero() {
+	if len(p.headers)+len(p.bodies)+len(p.texts) > 0 || !p.sentSince.IsZero() || !p.sentBefore.IsZero() {
 		sc.content = true
 	}
 	for i := range c.Not {
