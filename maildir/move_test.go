@@ -460,3 +460,38 @@ func TestMoveQuota(t *testing.T) {
 	census(t, root, 6, "INBOX", "A", "Trash")
 	checkQuotaFile(t, root)
 }
+
+// TestMoveNoListing: after a move, the source's and the destination's
+// next Sync build their snapshots from memory (the own renames are
+// expected inotify events), as after EXPUNGE and APPEND.
+func TestMoveNoListing(t *testing.T) {
+	ctx := context.Background()
+	root := newMaildir(t)
+	u := openMover(t, root)
+	fillInbox(t, u, 4)
+	snap, in := syncBox(t, u, "INBOX")
+	_, trash := syncBox(t, u, "Trash")
+	if !in.(*mailbox).st.watched.Load() {
+		t.Skip("no inotify here: every Sync after a change lists")
+	}
+	n0, t0 := listings(in), listings(trash)
+	res, err := in.Move(ctx, uids(snap)[1:3], "Trash")
+	if err != nil || len(res.Dest) != 2 {
+		t.Fatalf("move = %+v, %v", res, err)
+	}
+	s1, err := in.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := trash.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(uids(s1)) != fmt.Sprint([]backend.UID{snap.Messages[0].UID, snap.Messages[3].UID}) ||
+		fmt.Sprint(uids(ts)) != fmt.Sprint(res.Dest) {
+		t.Fatalf("after the move INBOX %v, Trash %v (moved to %v)", uids(s1), uids(ts), res.Dest)
+	}
+	if n, m := listings(in)-n0, listings(trash)-t0; n != 0 || m != 0 {
+		t.Errorf("%d listings of INBOX and %d of Trash after a move, want none", n, m)
+	}
+}
