@@ -100,6 +100,49 @@ func BenchmarkMaildrop100k(b *testing.B) {
 			countUIDL(b, run())
 		}
 	})
+	// A migrated INBOX: every record gets an O field, the reverse of UID
+	// order, so the maildrop is sorted at every login.
+	b.Run("roost-pop3-order", func(b *testing.B) {
+		statUIDL(b, e.addr) // the uidlist exists after a login
+		path := filepath.Join(e.maildir("alice"), "dovecot-uidlist")
+		ul, err := os.ReadFile(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		lines := strings.SplitAfter(string(ul), "\n")
+		var out strings.Builder
+		out.WriteString(lines[0])
+		for i, l := range lines[1:] {
+			if uid, rest, ok := strings.Cut(l, " "); ok {
+				fmt.Fprintf(&out, "%s O%d %s", uid, n-i, rest)
+			}
+		}
+		if err := os.WriteFile(path, []byte(out.String()), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		conn, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer conn.Close()
+		// Message 1 is now UID 100000, message 100000 UID 1.
+		c := &client{t: b, conn: conn, r: bufio.NewReader(conn)}
+		c.run(`
+			S: +OK...
+			C: USER alice
+			C: PASS secret
+			C: UIDL 1
+			C: UIDL ` + fmt.Sprint(n) + `
+			C: QUIT
+			S: +OK
+			S: +OK Logged in...
+			S: +OK 1 ` + fmt.Sprintf("%08x", n) + `...
+			S: +OK 100000 00000001...
+			S: +OK...`)
+		for b.Loop() {
+			statUIDL(b, e.addr)
+		}
+	})
 }
 
 // dovecotCmd prepares a Dovecot pop3 process on user's Maildir; each call
