@@ -12,8 +12,8 @@ import (
 // line that starts with "." gets another "." in front, and ".\r\n" ends
 // the response. Messages stream through two fixed buffers; none is ever
 // held whole. textproto.DotWriter does the same a byte at a time; here
-// whole runs of lines move with one copy each, which keeps a 50 MB RETR
-// near the speed of copying the file to the socket.
+// each line moves with one IndexByte and one copy, which keeps a 50 MB
+// RETR near the speed of copying the file to the socket.
 
 // wireBuffer gathers a long response for few, large socket writes, like a
 // bufio.Writer whose buffer the message copier fills directly (appending
