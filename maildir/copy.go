@@ -146,9 +146,10 @@ var errGone = errors.New("message file gone")
 
 // moveSrc is the file of a message being moved, in its mailbox.
 type moveSrc struct {
-	box  *mboxState
-	path string // where the file is now
-	key  string // its base name
+	box   *mboxState
+	path  string // where the file is now
+	key   string // its base name
+	other bool   // another session renamed or took the file
 }
 
 // relocate finds a moved message's file again after its rename failed with
@@ -157,6 +158,7 @@ type moveSrc struct {
 // base name any more; an error that it is still at src.path (so the
 // ENOENT was about the destination) or that listing failed.
 func (src *moveSrc) relocate(s *Store, p *pending) (gone bool, err error) {
+	src.other = true
 	for _, sub := range []string{"new", "cur"} {
 		dir := filepath.Join(src.box.dir, sub)
 		names, err := readNames(dir)
@@ -231,10 +233,14 @@ func (mb *mailbox) move(ctx context.Context, uids []backend.UID, dest string) (b
 	ps := make([]pending, 0, len(srcs))
 	ms := make([]*moveSrc, 0, len(srcs))
 	var phys int64
+	// Another session's change to the source (a file it took or renamed)
+	// may have been taken for ours by inotify: then the source must be
+	// listed again, whatever its directories' mtimes say.
+	othersChanged := false
 	for _, s := range srcs {
 		p, m, err := mb.prepareMove(s)
 		if errors.Is(err, errGone) {
-			srcTrusted = false
+			othersChanged = true
 			continue
 		}
 		if err != nil {
@@ -258,8 +264,8 @@ func (mb *mailbox) move(ctx context.Context, uids []backend.UID, dest string) (b
 	var moved int64
 	phys = 0
 	for i, p := range ps {
+		othersChanged = othersChanged || ms[i].other
 		if msgs[i].UID == 0 {
-			srcTrusted = false // someone else changed this mailbox
 			continue
 		}
 		res.Source = append(res.Source, p.srcUID)
@@ -268,6 +274,9 @@ func (mb *mailbox) move(ctx context.Context, uids []backend.UID, dest string) (b
 		phys += p.phys
 	}
 	if moved == 0 {
+		if othersChanged {
+			mb.st.notify()
+		}
 		return res, nil
 	}
 	switch {
@@ -279,7 +288,7 @@ func (mb *mailbox) move(ctx context.Context, uids []backend.UID, dest string) (b
 	st := mb.st
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if err := st.dropRecords(ctx, res.Source, srcTrusted); err != nil {
+	if err := st.dropRecords(ctx, res.Source, srcTrusted && !othersChanged); err != nil {
 		u.log.Warn("moved messages stay in dovecot-uidlist until the next rewrite", "mailbox", mb.name, "err", err)
 	}
 	return res, nil
