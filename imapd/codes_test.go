@@ -51,6 +51,7 @@ func TestResponseCodes(t *testing.T) {
 		{`RENAME a/b e/f`, "OK"}, // e stays a \Noselect name, not a folder
 		{`DELETE d`, "OK"},
 		{`CREATE d`, "OK"},
+		{`RENAME INBOX Old`, "NO [LIMIT]"}, // makes a folder of INBOX's messages
 		{`SELECT INBOX`, "OK"},
 		{`COPY 1 nosuch`, "NO [TRYCREATE]"},
 		{`MOVE 1 nosuch`, "NO [TRYCREATE]"},
