@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/roost-mail/roost/backend"
 )
@@ -494,4 +495,36 @@ func TestMoveNoListing(t *testing.T) {
 	if n, m := listings(in)-n0, listings(trash)-t0; n != 0 || m != 0 {
 		t.Errorf("%d listings of INBOX and %d of Trash after a move, want none", n, m)
 	}
+}
+
+// TestMovePostfixFile: a file Postfix left in new/ (LF, no ",S=") moves
+// under a Dovecot-style name with its sizes, date and content.
+func TestMovePostfixFile(t *testing.T) {
+	ctx := context.Background()
+	root := newMaildir(t)
+	body := "Subject: m-0\n\n\n"
+	date := time.Unix(1700000000, 0)
+	writeFile(t, filepath.Join(root, "new", "1700000000.V801I1M1.mx1"), body, date)
+	u := openMover(t, root)
+	if err := u.CreateMailbox(ctx, "A", ""); err != nil {
+		t.Fatal(err)
+	}
+	snap, in := syncBox(t, u, "INBOX")
+	q0, _ := u.Quota(ctx)
+	res, err := in.Move(ctx, uids(snap), "A")
+	if err != nil || len(res.Dest) != 1 {
+		t.Fatalf("move = %+v, %v", res, err)
+	}
+	ds, a := syncBox(t, u, "A")
+	m := ds.Messages[0]
+	if want := fmt.Sprintf(",S=%d,W=%d", len(body), len(body)+3); !strings.HasSuffix(m.Key, want) || m.Size != int64(len(body)+3) || !m.InternalDate.Equal(date) {
+		t.Errorf("moved message %+v, want a key ending %s and the date %v", m, want, date)
+	}
+	if got := read(t, a, m.UID); got != strings.ReplaceAll(body, "\n", "\r\n") {
+		t.Errorf("moved message reads %q", got)
+	}
+	if q, _ := u.Quota(ctx); q != q0 {
+		t.Errorf("quota %+v after a move between counted folders, was %+v", q, q0)
+	}
+	census(t, root, 1, "INBOX", "A")
 }
