@@ -2,6 +2,7 @@ package pop3d_test
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -107,13 +108,44 @@ func TestPOP3Order(t *testing.T) {
 }
 
 // TestPOP3OrderAsDovecot: Debian's Dovecot pop3 and Roost number the
-// migrated Maildir's messages identically.
+// migrated Maildir's messages identically, and a larger one whose O
+// values are random (repeated, missing, Dovecot's maximum) too.
 func TestPOP3OrderAsDovecot(t *testing.T) {
 	e := newEnv(t, nil)
 	migratedMaildir(t, e)
-	roost := e.roostUIDL("alice", "secret")
-	dovecot := e.dovecotUIDL("alice")
-	if !slices.Equal(roost, dovecot) {
+	if roost, dovecot := e.roostUIDL("alice", "secret"), e.dovecotUIDL("alice"); !slices.Equal(roost, dovecot) {
 		t.Errorf("UIDL listings differ\nRoost   %q\nDovecot %q", roost, dovecot)
+	}
+
+	md := e.maildir("bob")
+	e.deliver("bob") // the directories
+	r := rand.New(rand.NewPCG(5, 6))
+	var uidlist strings.Builder
+	uidlist.WriteString("3 V1795628282 N301 G38460b21fa1c076bab65000083ecc375\n")
+	for uid := 1; uid <= 300; uid++ {
+		body := fmt.Sprintf("Subject: %d\n\nx\n", uid)
+		name := fmt.Sprintf("17956283%02d.M%dP1.vm,S=%d,W=%d", uid%100, uid, len(body), len(body)+3)
+		if err := os.WriteFile(filepath.Join(md, "cur", name+":2,S"), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fields := ""
+		switch r.IntN(5) {
+		case 0: // none
+		case 1:
+			fields = " O4294967295"
+		default:
+			fields = fmt.Sprintf(" O%d", 1+r.IntN(200))
+		}
+		fmt.Fprintf(&uidlist, "%d%s :%s\n", uid, fields, name)
+	}
+	if err := os.WriteFile(filepath.Join(md, "dovecot-uidlist"), []byte(uidlist.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	roost, dovecot := e.roostUIDL("bob", "hunter2"), e.dovecotUIDL("bob")
+	if !slices.Equal(roost, dovecot) {
+		t.Errorf("random O fields: UIDL listings differ\nRoost   %q\nDovecot %q", roost, dovecot)
+	}
+	if len(roost) != 300 {
+		t.Errorf("%d UIDLs, want 300", len(roost))
 	}
 }
