@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/roost-mail/roost/backend"
 	"io/fs"
 	"os"
 	"strconv"
@@ -21,7 +22,9 @@ import (
 // when its holder is a dead process on this host or its mtime is older
 // than the stale time (holders of long locks touch it).
 
-var errLockTimeout = errors.New("timed out waiting for lock")
+// errLockTimeout is backend.ErrLocked, so that clients hear "in use, try
+// again" rather than a server error.
+var errLockTimeout = fmt.Errorf("timed out waiting for lock (%w)", backend.ErrLocked)
 
 type dotlock struct {
 	path    string
