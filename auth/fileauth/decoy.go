@@ -23,6 +23,10 @@ import (
 type decoy struct {
 	scheme string
 	hash   string
+	class  string // its work class, for the load log
+	// others counts the entries with a verifiable hash of another class:
+	// a wrong password for them takes another time than an unknown user.
+	others int
 }
 
 // chooseDecoy returns the decoy for entries (in file order): one imitating
@@ -40,9 +44,10 @@ func chooseDecoy(entries []*entry) *decoy {
 		}
 	}
 	var best *entry
+	var class string
 	for i, e := range entries {
 		if classes[i] != "" && count[classes[i]] == top {
-			best = e
+			best, class = e, classes[i]
 			break
 		}
 	}
@@ -53,7 +58,13 @@ func chooseDecoy(entries []*entry) *decoy {
 	if !ok {
 		return nil // cannot happen: workClass accepted the same hash
 	}
-	return &decoy{scheme: best.scheme, hash: h}
+	others := 0
+	for c, n := range count {
+		if c != class {
+			others += n
+		}
+	}
+	return &decoy{scheme: best.scheme, hash: h, class: class, others: others}
 }
 
 // workClass names the work verifying a password against encoded takes:

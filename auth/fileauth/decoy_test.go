@@ -136,7 +136,10 @@ func TestEveryRefusalChecksOneHash(t *testing.T) {
 		"grace:{SHA512-CRYPT}$6$broken",
 		"ivan:" + vs["SHA512-CRYPT"] + "::::::allow_nets=10.0.0.0/8",
 	}, "\n") + "\n"
-	a, _, _ := newTestAuth(t, users)
+	a, _, logs := newTestAuth(t, users)
+	if want := `usual_hash="$6$ rounds=5000" other_hashes=2`; !strings.Contains(logs.String(), want) {
+		t.Errorf("load log lacks %s:\n%s", want, logs)
+	}
 	calls := countVerify(a)
 	tab, err := a.current()
 	if err != nil {

@@ -163,7 +163,13 @@ func (a *Authenticator) reloadLocked(now time.Time) {
 	}
 	a.loadErr, a.stamp = nil, st
 	a.users.Store(t)
-	a.log.Info("passwd-file loaded", "users", len(t.names))
+	attrs := []any{"users", len(t.names)}
+	if d := t.decoy; d != nil {
+		// Users with another kind of hash are the ones login timing can
+		// reveal (see decoy.go): admins may rehash them.
+		attrs = append(attrs, "usual_hash", d.class, "other_hashes", d.others)
+	}
+	a.log.Info("passwd-file loaded", attrs...)
 }
 
 func (a *Authenticator) read() (*table, error) {
