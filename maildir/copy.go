@@ -154,9 +154,8 @@ type moveSrc struct {
 
 // relocate finds a moved message's file again after its rename failed with
 // ENOENT: another session may have renamed it for a flag change (the
-// pending then takes the new flags). gone reports that no file has its
-// base name any more; an error that it is still at src.path (so the
-// ENOENT was about the destination) or that listing failed.
+// pending then takes the flags of the name found, which may be the old
+// one again). gone reports that no file has its base name any more.
 func (src *moveSrc) relocate(s *Store, p *pending) (gone bool, err error) {
 	src.other = true
 	for _, sub := range []string{"new", "cur"} {
@@ -171,9 +170,6 @@ func (src *moveSrc) relocate(s *Store, p *pending) (gone bool, err error) {
 				continue
 			}
 			path := filepath.Join(dir, n)
-			if path == src.path {
-				return false, fs.ErrExist
-			}
 			src.path = path
 			s.expect(src.box, path)
 			p.flags, p.keywords, p.info = 0, nil, ""

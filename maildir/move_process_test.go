@@ -23,7 +23,7 @@ import (
 // random points: every message is still there exactly once.
 
 const (
-	moveRoleEnv = "ROOST_MAILDIR_MOVE_ROLE" // "race:<id>", "loop" or "efbig"
+	moveRoleEnv = "ROOST_MAILDIR_MOVE_ROLE" // "race:<id>", "loop", "flag" or "efbig"
 	moveRootEnv = "ROOST_MAILDIR_MOVE_ROOT"
 	moveOutEnv  = "ROOST_MAILDIR_MOVE_OUT"
 	moveN       = 40 // messages
@@ -55,8 +55,12 @@ func TestMoveHelperProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer u.Close()
-	if role == "efbig" {
+	switch role {
+	case "efbig":
 		moveOverFileSizeLimit(t, w, u)
+		return
+	case "flag":
+		toggleAnswered(t, w, u, os.Getenv(moveOutEnv)+".stop")
 		return
 	}
 	id, racing := strings.CutPrefix(role, "race:")
@@ -75,6 +79,38 @@ func TestMoveHelperProcess(t *testing.T) {
 			w.Flush() // the killer waits for the first moves
 		}
 	}
+}
+
+// toggleAnswered sets and clears \Answered on every message of every
+// folder until the file stop exists: the movers' renames race with these.
+func toggleAnswered(t *testing.T, w io.Writer, u backend.User, stop string) {
+	ctx := context.Background()
+	changes := 0
+	for {
+		if _, err := os.Stat(stop); err == nil {
+			break
+		}
+		for _, f := range []string{"INBOX", "Trash", "A"} {
+			mb, err := u.OpenMailbox(ctx, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			snap, err := mb.Sync(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, op := range []backend.FlagOp{backend.FlagsAdd, backend.FlagsRemove} {
+				got, err := mb.SetFlags(ctx, uids(snap), op, backend.FlagAnswered, nil)
+				if err != nil {
+					fmt.Fprintln(w, "ERR flags:", err)
+					t.Fatal(err)
+				}
+				changes += len(got)
+			}
+			mb.Close()
+		}
+	}
+	fmt.Fprintln(w, "flag changes", changes)
 }
 
 func startMover(t *testing.T, role, root, out string) *exec.Cmd {
@@ -102,6 +138,9 @@ func TestMoveMultiProcess(t *testing.T) {
 	}
 	fillInbox(t, u, moveN)
 	work := t.TempDir()
+	// A fourth process changes flags meanwhile: movers find renamed files.
+	flagOut := filepath.Join(work, "flag")
+	flagger := startMover(t, "flag", root, flagOut)
 	var cmds []*exec.Cmd
 	for i := 0; i < procs; i++ {
 		cmds = append(cmds, startMover(t, "race:"+itoa(i), root, filepath.Join(work, itoa(i))))
@@ -123,7 +162,15 @@ func TestMoveMultiProcess(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d messages moved by %d processes", len(all), procs)
+	writeFile(t, flagOut+".stop", "", time.Time{})
+	if err := flagger.Wait(); err != nil {
+		t.Errorf("flagger: %v", err)
+	}
+	flags, _ := os.ReadFile(flagOut)
+	if !strings.HasPrefix(string(flags), "flag changes") {
+		t.Errorf("flagger: %s", flags)
+	}
+	t.Logf("%d messages moved by %d processes; %s", len(all), procs, strings.TrimSpace(string(flags)))
 	if len(all) < moveN*len(moveCycle) {
 		t.Errorf("only %d moves done", len(all))
 	}

@@ -174,6 +174,10 @@ func (st *mboxState) place(ctx context.Context, ps []pending, srcs []*moveSrc) (
 	return res, nil
 }
 
+// maxRelocations bounds how often a move follows a file that other
+// sessions keep renaming (flag changes) before it gives up.
+const maxRelocations = 20
+
 // placedLoc is a placed file's loc with its keyword letters.
 type placedLoc struct {
 	loc
@@ -185,6 +189,7 @@ type placedLoc struct {
 // meanwhile). Caller holds st.mu and the uidlist lock.
 func (st *mboxState) placeOne(p pending, src *moveSrc) (pending, string, placedLoc, string, error) {
 	key := p.key
+	relocations := 0
 	for attempt := 0; ; attempt++ {
 		kw, err := st.keywordBits(p.keywords)
 		if err != nil {
@@ -204,13 +209,17 @@ func (st *mboxState) placeOne(p pending, src *moveSrc) (pending, string, placedL
 		switch {
 		case err == nil:
 			return p, key, lc, dst, nil
-		case attempt > 3:
-		case errors.Is(err, fs.ErrExist):
+		case errors.Is(err, fs.ErrExist) && attempt < 4:
 			// Name taken (a clock step back, another host): pick another.
 			key = st.s.names.next() + fmt.Sprintf(",S=%d,W=%d", p.phys, p.size)
 			continue
-		case src != nil && errors.Is(err, fs.ErrNotExist):
-			// Renamed by a flag change elsewhere, or moved or expunged.
+		case src != nil && errors.Is(err, fs.ErrNotExist) && relocations < maxRelocations:
+			if _, derr := os.Stat(filepath.Dir(dst)); derr != nil {
+				break // the destination's new/ or cur/ is gone
+			}
+			// Renamed by a flag change elsewhere (perhaps back to the same
+			// name by now), or moved or expunged.
+			relocations++
 			gone, rerr := src.relocate(st.s, &p)
 			if gone {
 				return p, "", placedLoc{}, "", errGone
@@ -218,6 +227,7 @@ func (st *mboxState) placeOne(p pending, src *moveSrc) (pending, string, placedL
 			if rerr == nil {
 				continue
 			}
+			err = rerr
 		}
 		return p, "", placedLoc{}, "", fmt.Errorf("move message into place: %w", err)
 	}
