@@ -3,10 +3,12 @@ package imapd_test
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
@@ -289,5 +291,39 @@ func TestFetchRemovedFile(t *testing.T) {
 				t.Errorf("NOOP after the removal:\n%s", out)
 			}
 		})
+	}
+}
+
+// A file cut short in place after its size was recorded (no Maildir writer
+// does this) can end after its literal's size was sent: the connection is
+// closed rather than the literal padded with bytes that were never in the
+// message.
+func TestFetchTruncatedFileClosesConnection(t *testing.T) {
+	ts := newTestServer(t, nil)
+	body := strings.Repeat("a line of the body that will be cut\n", 200)
+	ts.deliver(t, "alice", "", "Subject: cut\n\n"+body)
+	r := ts.raw(t)
+	r.login("alice", alicePass)
+	r.cmd("SELECT INBOX")
+	var path string
+	for _, sub := range []string{"new", "cur"} {
+		if m, _ := filepath.Glob(filepath.Join(ts.maildir("alice"), sub, "*")); len(m) == 1 {
+			path = m[0]
+		}
+	}
+	if err := os.Truncate(path, 100); err != nil {
+		t.Fatal(err)
+	}
+	r.send("t9 FETCH 1 BODY.PEEK[]\r\n")
+	r.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(r.br)
+	if err != nil {
+		t.Fatalf("the connection was not closed: %v after %q", err, got)
+	}
+	if strings.Contains(string(got), "t9 OK") || strings.Contains(string(got), "      ") {
+		t.Errorf("a cut message was answered as if whole:\n%q", got)
+	}
+	if !strings.Contains(ts.logs.String(), "shorter than its recorded size") {
+		t.Errorf("nothing logged:\n%s", ts.logs.String())
 	}
 }
