@@ -60,7 +60,16 @@ func TestMoveHelperProcess(t *testing.T) {
 		moveOverFileSizeLimit(t, w, u)
 		return
 	case "flag":
-		toggleAnswered(t, w, u, os.Getenv(moveOutEnv)+".stop")
+		stop := os.Getenv(moveOutEnv) + ".stop"
+		n, err := toggleAnswered(ctx, u, func() bool {
+			_, err := os.Stat(stop)
+			return err == nil
+		})
+		if err != nil {
+			fmt.Fprintln(w, "ERR flags:", err)
+			t.Fatal(err)
+		}
+		fmt.Fprintln(w, "flag changes", n)
 		return
 	}
 	id, racing := strings.CutPrefix(role, "race:")
@@ -82,35 +91,32 @@ func TestMoveHelperProcess(t *testing.T) {
 }
 
 // toggleAnswered sets and clears \Answered on every message of every
-// folder until the file stop exists: the movers' renames race with these.
-func toggleAnswered(t *testing.T, w io.Writer, u backend.User, stop string) {
-	ctx := context.Background()
+// folder until stop says so: the movers' renames race with these. It
+// returns how many flag changes it made.
+func toggleAnswered(ctx context.Context, u backend.User, stop func() bool) (int, error) {
 	changes := 0
-	for {
-		if _, err := os.Stat(stop); err == nil {
-			break
-		}
+	for !stop() {
 		for _, f := range []string{"INBOX", "Trash", "A"} {
 			mb, err := u.OpenMailbox(ctx, f)
 			if err != nil {
-				t.Fatal(err)
+				return changes, err
 			}
 			snap, err := mb.Sync(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
 			for _, op := range []backend.FlagOp{backend.FlagsAdd, backend.FlagsRemove} {
-				got, err := mb.SetFlags(ctx, uids(snap), op, backend.FlagAnswered, nil)
 				if err != nil {
-					fmt.Fprintln(w, "ERR flags:", err)
-					t.Fatal(err)
+					break
 				}
+				var got []backend.Message
+				got, err = mb.SetFlags(ctx, uids(snap), op, backend.FlagAnswered, nil)
 				changes += len(got)
 			}
 			mb.Close()
+			if err != nil {
+				return changes, err
+			}
 		}
 	}
-	fmt.Fprintln(w, "flag changes", changes)
+	return changes, nil
 }
 
 func startMover(t *testing.T, role, root, out string) *exec.Cmd {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -223,6 +224,14 @@ func TestMoveConcurrentGoroutines(t *testing.T) {
 	var mu sync.Mutex
 	var all []string
 	var wg sync.WaitGroup
+	// Flag changes meanwhile, through one of the Stores.
+	var stopped atomic.Bool
+	toggled := make(chan error, 1)
+	go func() {
+		n, err := toggleAnswered(ctx, users[perStore], stopped.Load)
+		t.Logf("%d flag changes", n)
+		toggled <- err
+	}()
 	for g, u := range users {
 		wg.Add(1)
 		go func() {
@@ -243,6 +252,10 @@ func TestMoveConcurrentGoroutines(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	stopped.Store(true)
+	if err := <-toggled; err != nil {
+		t.Errorf("flag changes: %v", err)
+	}
 	t.Logf("%d messages moved", len(all))
 	if len(all) < n {
 		t.Errorf("only %d moves done", len(all))

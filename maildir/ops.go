@@ -324,8 +324,15 @@ func (mb *mailbox) SetFlags(ctx context.Context, uids []backend.UID, op backend.
 				changed = true
 				break
 			}
-			if !errors.Is(err, fs.ErrNotExist) || attempt > 0 {
+			if !errors.Is(err, fs.ErrNotExist) {
 				return nil, fmt.Errorf("maildir: set flags of UID %d in %s: %w", uid, mb.name, err)
+			}
+			if attempt > 0 {
+				// Still gone after a rescan (one that could not get a
+				// stable listing while others kept moving files): moved
+				// or expunged meanwhile, skipped as a vanished UID.
+				i = -1
+				break
 			}
 			// Moved by another process: look again, then retry once.
 			trusted = false
