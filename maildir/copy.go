@@ -155,30 +155,38 @@ type moveSrc struct {
 // relocate finds a moved message's file again after its rename failed with
 // ENOENT: another session may have renamed it for a flag change (the
 // pending then takes the flags of the name found, which may be the old
-// one again). gone reports that no file has its base name any more.
+// one again). gone reports that no file has its base name any more: the
+// listing is repeated while the directories change under it, and if it
+// never holds still, the message counts as gone and stays where it is.
 func (src *moveSrc) relocate(s *Store, p *pending) (gone bool, err error) {
 	src.other = true
-	for _, sub := range []string{"new", "cur"} {
-		dir := filepath.Join(src.box.dir, sub)
-		names, err := readNames(dir)
-		if err != nil {
-			return false, err
+	newDir, curDir := filepath.Join(src.box.dir, "new"), filepath.Join(src.box.dir, "cur")
+	for attempt := 0; attempt < 4; attempt++ {
+		nb, cb := statID(newDir), statID(curDir)
+		// new/ first: a file moving new -> cur meanwhile is then seen in cur/.
+		for _, dir := range []string{newDir, curDir} {
+			names, err := readNames(dir)
+			if err != nil {
+				return false, err
+			}
+			for _, n := range names {
+				key, info := splitName(n)
+				if key != src.key || !validFileName(n) {
+					continue
+				}
+				src.path = filepath.Join(dir, n)
+				s.expect(src.box, src.path)
+				p.flags, p.keywords, p.info = 0, nil, ""
+				if info != "" {
+					fl, bits := parseInfo(info)
+					kt, _ := parseKeywords(readOrEmpty(filepath.Join(src.box.dir, keywordsName)))
+					p.flags, p.keywords, p.info = fl, kt.names(bits), makeInfo(info, fl, 0)
+				}
+				return false, nil
+			}
 		}
-		for _, n := range names {
-			key, info := splitName(n)
-			if key != src.key || !validFileName(n) {
-				continue
-			}
-			path := filepath.Join(dir, n)
-			src.path = path
-			s.expect(src.box, path)
-			p.flags, p.keywords, p.info = 0, nil, ""
-			if info != "" {
-				fl, bits := parseInfo(info)
-				kt, _ := parseKeywords(readOrEmpty(filepath.Join(src.box.dir, keywordsName)))
-				p.flags, p.keywords, p.info = fl, kt.names(bits), makeInfo(info, fl, 0)
-			}
-			return false, nil
+		if statID(newDir) == nb && statID(curDir) == cb {
+			break
 		}
 	}
 	return true, nil

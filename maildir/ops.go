@@ -71,7 +71,7 @@ func (st *mboxState) deliver(ctx context.Context, ps []pending) ([]backend.Messa
 	return st.place(ctx, ps, nil)
 }
 
-// placed is a file place put into new/ or cur/; from is where a moved
+// placed is a file put into new/ or cur/; from is where a moved
 // file came from (undo renames it back there), "" for a file from tmp/.
 type placed struct{ path, from string }
 
