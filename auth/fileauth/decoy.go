@@ -2,6 +2,9 @@ package fileauth
 
 import (
 	"crypto/rand"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
@@ -111,10 +114,8 @@ func parseParams(scheme, encoded string) (params, bool) {
 	case "MD5-CRYPT", "MD5":
 		return cryptParams("$1$", encoded)
 	case "CRYPT": // the $id$ prefixes verifyCryptAny takes
-		for _, id := range []string{"$2a$", "$2b$", "$2y$"} {
-			if strings.HasPrefix(encoded, id) {
-				return bcryptParams(encoded)
-			}
+		if isBcryptID(encoded) {
+			return bcryptParams(encoded)
 		}
 		if len(encoded) >= 3 {
 			return cryptParams(encoded[:3], encoded)
@@ -133,12 +134,19 @@ func parseParams(scheme, encoded string) (params, bool) {
 	return digestParams(scheme, encoded)
 }
 
+// isBcryptID reports the bcrypt variants Dovecot and crypt(3) write.
+func isBcryptID(encoded string) bool {
+	return strings.HasPrefix(encoded, "$2a$") || strings.HasPrefix(encoded, "$2b$") || strings.HasPrefix(encoded, "$2y$")
+}
+
+// bcryptParams reads "$2y$NN$" plus 53 characters of salt and digest; other
+// bcrypt variants get no class (they are never the usual hash).
 func bcryptParams(encoded string) (params, bool) {
 	cost, err := bcrypt.Cost([]byte(encoded))
-	if err != nil || cost > maxBcryptCost || len(encoded) != 60 {
+	if err != nil || cost > maxBcryptCost || len(encoded) != 60 || !isBcryptID(encoded) {
 		return params{}, false
 	}
-	head := encoded[:7] // "$2y$10$"
+	head := fmt.Sprintf("%s%02d$", encoded[:4], cost) // "$2y$10$"
 	return params{class: fmt.Sprintf("bcrypt cost %d", cost),
 		imitate: func() string { return head + randomString(bcryptAlphabet, 53) }}, true
 }
@@ -212,26 +220,43 @@ func pbkdf2Params(encoded string) (params, bool) {
 }
 
 // digestParams handles the salted and unsalted SHA schemes with their
-// .HEX and .B64 variants: the decoy is random bytes of the stored length
-// in the stored encoding.
+// .HEX and .B64 variants, with lookupScheme's names and the verifiers'
+// length rules: the decoy is random bytes of the stored length in the
+// stored encoding.
 func digestParams(scheme, encoded string) (params, bool) {
-	s, ok := lookupScheme(scheme)
-	if !ok {
+	base, enc, suffixed := strings.Cut(scheme, ".")
+	if _, ok := schemes[scheme]; !ok && !suffixed {
 		return params{}, false
 	}
-	if _, err := s.verify(encoded, ""); err != nil {
-		return params{}, false // malformed: the verifier refuses it before any work
+	salted := strings.HasPrefix(base, "SSHA")
+	if salted {
+		base = base[1:]
+	}
+	var size int
+	switch base {
+	case "SHA", "SHA1":
+		size = sha1.Size
+	case "SHA256":
+		size = sha256.Size
+	case "SHA512":
+		size = sha512.Size
+	default:
+		return params{}, false
 	}
 	encode, decode := base64.StdEncoding.EncodeToString, base64.StdEncoding.DecodeString
-	if strings.HasSuffix(scheme, ".HEX") {
+	switch {
+	case !suffixed, enc == "B64", enc == "BASE64":
+	case enc == "HEX":
 		encode, decode = hex.EncodeToString, hex.DecodeString
-	}
-	raw, err := decode(encoded)
-	if err != nil {
+	default:
 		return params{}, false
 	}
+	raw, err := decode(encoded)
+	if err != nil || (salted && len(raw) <= size) || (!salted && len(raw) != size) {
+		return params{}, false // the verifier refuses it before any work
+	}
 	n := len(raw)
-	return params{class: fmt.Sprintf("%s %d", strings.TrimSuffix(strings.TrimSuffix(scheme, ".B64"), ".BASE64"), n),
+	return params{class: "sha-" + strconv.Itoa(size*8) + " salted=" + strconv.FormatBool(salted) + " bytes=" + strconv.Itoa(n),
 		imitate: func() string { return encode(randomBytes(n)) }}, true
 }
 
