@@ -158,7 +158,7 @@ type moveSrc struct {
 // one again). gone reports that no file has its base name any more: the
 // listing is repeated while the directories change under it, and if it
 // never holds still, the message counts as gone and stays where it is.
-func (src *moveSrc) relocate(s *Store, p *pending) (gone bool, err error) {
+func (src *moveSrc) relocate(p *pending) (gone bool, err error) {
 	src.other = true
 	newDir, curDir := filepath.Join(src.box.dir, "new"), filepath.Join(src.box.dir, "cur")
 	for attempt := 0; attempt < 4; attempt++ {
@@ -175,7 +175,6 @@ func (src *moveSrc) relocate(s *Store, p *pending) (gone bool, err error) {
 					continue
 				}
 				src.path = filepath.Join(dir, n)
-				s.expect(src.box, src.path)
 				p.flags, p.keywords, p.info = 0, nil, ""
 				if info != "" {
 					fl, bits := parseInfo(info)
@@ -250,7 +249,6 @@ func (mb *mailbox) move(ctx context.Context, uids []backend.UID, dest string) (b
 		if err != nil {
 			return backend.CopyResult{}, err
 		}
-		u.s.expect(mb.st, m.path)
 		ps, ms = append(ps, p), append(ms, m)
 		phys += p.phys
 	}
@@ -312,7 +310,7 @@ func (mb *mailbox) prepareMove(s source) (pending, *moveSrc, error) {
 	if !ok {
 		fi, err := os.Stat(m.path)
 		if errors.Is(err, fs.ErrNotExist) {
-			gone, rerr := m.relocate(mb.u.s, &p)
+			gone, rerr := m.relocate(&p)
 			if gone {
 				return p, m, errGone
 			}

@@ -47,3 +47,43 @@ func BenchmarkMove100k(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkMoveAll10k: MOVE of all 10,000 messages of a folder into
+// another (one command), the new way and the old.
+func BenchmarkMoveAll10k(b *testing.B) {
+	for _, mode := range []string{"rename", "copy+expunge"} {
+		b.Run(mode, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				root := makeBigMaildir(b, 10_000)
+				s := New(Options{SpecialUse: map[string]string{}})
+				mb, snap := openInbox(b, s, root)
+				ctx := context.Background()
+				if err := mb.(*mailbox).u.CreateMailbox(ctx, "Dest", ""); err != nil {
+					b.Fatal(err)
+				}
+				all := make([]backend.UID, len(snap.Messages))
+				for j, m := range snap.Messages {
+					all[j] = m.UID
+				}
+				b.StartTimer()
+				if mode == "rename" {
+					if _, err := mb.Move(ctx, all, "Dest"); err != nil {
+						b.Fatal(err)
+					}
+				} else {
+					res, err := mb.(*mailbox).copy(ctx, all, "Dest", true)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if _, err := mb.Expunge(ctx, res.Source); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				mb.Close()
+				s.Close()
+			}
+		})
+	}
+}

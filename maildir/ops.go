@@ -204,6 +204,9 @@ func (st *mboxState) placeOne(p pending, src *moveSrc) (pending, string, placedL
 		if src == nil {
 			err = renameNoReplace(p.tmp, dst)
 		} else {
+			// Registered one by one, just before each rename: inotify
+			// consumes them as it goes, keeping the table small.
+			st.s.expect(src.box, src.path)
 			err = moveNoReplace(src.path, dst)
 		}
 		switch {
@@ -220,7 +223,7 @@ func (st *mboxState) placeOne(p pending, src *moveSrc) (pending, string, placedL
 			// Renamed by a flag change elsewhere (perhaps back to the same
 			// name by now), or moved or expunged.
 			relocations++
-			gone, rerr := src.relocate(st.s, &p)
+			gone, rerr := src.relocate(&p)
 			if gone {
 				return p, "", placedLoc{}, "", errGone
 			}
