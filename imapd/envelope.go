@@ -28,7 +28,7 @@ import (
 func readHeaderInto(r io.Reader, buf []byte) (hdr []byte, n int64, _ []byte, err error) {
 	buf = buf[:0]
 	if cap(buf) == 0 {
-		buf = make([]byte, 0, 8<<10)
+		buf = make([]byte, 0, 4<<10)
 	}
 	scan := 0 // where to resume the search for the blank line
 	for {

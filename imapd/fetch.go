@@ -108,18 +108,7 @@ func setsSeen(opts *imap.FetchOptions) bool {
 // with empty or made-up content; an open file stays readable even if
 // another process removes it meanwhile.
 func (s *session) fetchOne(w *imapserver.FetchWriter, scratch *fetchScratch, seq uint32, vm, m *backend.Message, opts *imap.FetchOptions, flagsChanged, exists bool) error {
-	needTree := opts.BodyStructure != nil || len(opts.BinarySectionSize) > 0
-	needInfo := opts.Envelope || needTree
-	for _, bs := range opts.BodySection {
-		// BODY[] is the whole file; every other section needs the header
-		// length or the MIME structure.
-		needInfo = needInfo || len(bs.Part) > 0 || bs.Specifier != imap.PartSpecifierNone
-		needTree = needTree || len(bs.Part) > 0
-	}
-	for _, bs := range opts.BinarySection {
-		needInfo = needInfo || len(bs.Part) > 0
-		needTree = needTree || len(bs.Part) > 0
-	}
+	needInfo, needTree := fetchNeeds(opts)
 	if (needInfo || len(opts.BodySection) > 0 || len(opts.BinarySection) > 0) && !exists {
 		return errNeedsContent
 	}
@@ -209,6 +198,24 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, scratch *fetchScratch, seq
 type fetchScratch struct {
 	hdr  []byte // header block being read
 	copy []byte // body section being streamed
+}
+
+// fetchNeeds says whether a FETCH needs the content-derived msgInfo of
+// each message, and whether with the MIME structure.
+func fetchNeeds(opts *imap.FetchOptions) (needInfo, needTree bool) {
+	needTree = opts.BodyStructure != nil || len(opts.BinarySectionSize) > 0
+	needInfo = opts.Envelope || needTree
+	for _, bs := range opts.BodySection {
+		// BODY[] is the whole file; every other section needs the header
+		// length or the MIME structure.
+		needInfo = needInfo || len(bs.Part) > 0 || bs.Specifier != imap.PartSpecifierNone
+		needTree = needTree || len(bs.Part) > 0
+	}
+	for _, bs := range opts.BinarySection {
+		needInfo = needInfo || len(bs.Part) > 0
+		needTree = needTree || len(bs.Part) > 0
+	}
+	return needInfo, needTree
 }
 
 // messageInfo returns the cached content-derived data of m, reading the

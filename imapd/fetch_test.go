@@ -327,3 +327,69 @@ func TestFetchTruncatedFileClosesConnection(t *testing.T) {
 		t.Errorf("nothing logged:\n%s", ts.logs.String())
 	}
 }
+
+// TestFetchManyInOrder: a FETCH over many messages, from the cache and
+// from the files, answers in order with each message's own data, and
+// leaves out only the one whose file was removed.
+func TestFetchManyInOrder(t *testing.T) {
+	ts := newTestServer(t, nil)
+	const n = 150
+	for i := 1; i <= n; i++ {
+		ts.deliver(t, "alice", "", fmt.Sprintf("Subject: number %d\nMessage-ID: <m%d@example.org>\nContent-Type: multipart/mixed; boundary=b\n\n--b\n\npart of %d\n--b--\n", i, i, i))
+	}
+	c := ts.login(t, "alice")
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	all := imap.SeqSet{{Start: 1, Stop: 0}}
+	// Sequence numbers follow UIDs, which follow delivery order here.
+	check := func(msgs []*imapclient.FetchMessageBuffer, skip string) {
+		t.Helper()
+		want := 1
+		for _, m := range msgs {
+			if fmt.Sprintf("<m%d@example.org>", want) == skip {
+				want++
+			}
+			if m.Envelope == nil || m.Envelope.Subject != fmt.Sprintf("number %d", want) || m.SeqNum != uint32(want) {
+				t.Fatalf("message %d: %+v", want, m.Envelope)
+			}
+			if mp, ok := m.BodyStructure.(*imap.BodyStructureMultiPart); !ok || len(mp.Children) != 1 {
+				t.Fatalf("message %d: BODYSTRUCTURE %#v", want, m.BodyStructure)
+			}
+			want++
+		}
+		if want != n+1 {
+			t.Fatalf("%d messages", want-1)
+		}
+	}
+	opts := &imap.FetchOptions{Envelope: true, BodyStructure: &imap.FetchItemBodyStructure{Extended: true}}
+	msgs, err := c.Fetch(all, opts).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(msgs, "")
+
+	// A fresh server (nothing cached) reads every file, one of them gone.
+	ts2 := newTestServer(t, nil)
+	for i := 1; i <= n; i++ {
+		ts2.deliver(t, "alice", "", fmt.Sprintf("Subject: number %d\nMessage-ID: <m%d@example.org>\nContent-Type: multipart/mixed; boundary=b\n\n--b\n\npart of %d\n--b--\n", i, i, i))
+	}
+	c2 := ts2.login(t, "alice")
+	if _, err := c2.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	removeMessageFile(t, ts2, "alice", "<m77@example.org>")
+	cmd := c2.Fetch(all, opts)
+	var got []*imapclient.FetchMessageBuffer
+	for m := cmd.Next(); m != nil; m = cmd.Next() {
+		buf, err := m.Collect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, buf)
+	}
+	if err := cmd.Close(); err == nil || !strings.Contains(err.Error(), "EXPUNGEISSUED") {
+		t.Fatalf("FETCH with a removed file: %v", err)
+	}
+	check(got, "<m77@example.org>")
+}
