@@ -18,6 +18,7 @@ type watchHub struct {
 	mu       sync.Mutex            // never held while calling w
 	dirs     map[string]*mboxState // watched directory -> state
 	expected map[string]time.Time  // paths this process is changing
+	swept    time.Time             // last sweep of expired expectations
 }
 
 // expectTTL bounds how long an expected event is waited for.
@@ -38,7 +39,10 @@ func (s *Store) expect(st *mboxState, paths ...string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	now := time.Now()
-	if len(h.expected) > 10000 {
+	// Swept at most once per expectTTL, so that a bulk operation that
+	// registers faster than inotify drains stays linear.
+	if len(h.expected) > 10000 && now.Sub(h.swept) > expectTTL {
+		h.swept = now
 		for p, t := range h.expected {
 			if now.Sub(t) > expectTTL {
 				delete(h.expected, p)
