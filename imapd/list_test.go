@@ -53,8 +53,9 @@ func TestMailboxCommands(t *testing.T) {
 		{`LIST "" inbox`, "INBOX", "Sent"},
 		{`LIST "" ""`, `* LIST (\Noselect) "/" ""`, "INBOX"},
 		{`LSUB "" *`, `* LSUB (\HasNoChildren \Subscribed) "/" "Jobs/Projects/Roost"`, `"Jobs/Projects"`},
-		{`LIST (SUBSCRIBED) "" *`, `\Subscribed) "/" "Jobs/Projects/Roost"`, "Trash"},
-		{`LIST (SUBSCRIBED RECURSIVEMATCH) "" %`, `"Jobs" (CHILDINFO ("SUBSCRIBED"))`, "Trash"},
+		{`LIST (SUBSCRIBED) "" *`, `\Subscribed) "/" "Jobs/Projects/Roost"`, "Later"},
+		{`LIST (SUBSCRIBED) "" *`, `\Subscribed \Trash) "/" "Trash"`, "Entw"}, // special-use: subscribed when created
+		{`LIST (SUBSCRIBED RECURSIVEMATCH) "" %`, `"Jobs" (CHILDINFO ("SUBSCRIBED"))`, "Later"},
 		{`LIST (SPECIAL-USE) "" *`, `\Trash`, "Jobs"},
 		{`LIST "" * RETURN (STATUS (MESSAGES UIDNEXT SIZE))`, `* STATUS "Later" (MESSAGES 0 UIDNEXT 1 SIZE 0)`, "NONEXISTENT"},
 		{`LIST "" (INBOX Later)`, "Later", "Sent"},

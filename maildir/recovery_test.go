@@ -212,3 +212,34 @@ func TestStaleLocksBroken(t *testing.T) {
 	}
 	os.Remove(p)
 }
+
+// TestSpecialUseSubscribed: the special-use folders are subscribed when
+// they are created, once: a folder the user unsubscribed stays so.
+func TestSpecialUseSubscribed(t *testing.T) {
+	root := newMaildir(t)
+	subscribed := func(u backend.User) []string {
+		t.Helper()
+		infos, err := u.ListMailboxes(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, mi := range infos {
+			if mi.Subscribed {
+				out = append(out, mi.Name)
+			}
+		}
+		return out
+	}
+	_, u := openRoot(t, root, Options{})
+	if got := subscribed(u); strings.Join(got, " ") != "Archive Drafts Junk Sent Trash" {
+		t.Fatalf("subscribed after the first login: %v", got)
+	}
+	if err := u.SetSubscribed(context.Background(), "Junk", false); err != nil {
+		t.Fatal(err)
+	}
+	_, u2 := openRoot(t, root, Options{})
+	if got := subscribed(u2); strings.Join(got, " ") != "Archive Drafts Sent Trash" {
+		t.Errorf("subscribed after the next login: %v, want Junk left unsubscribed", got)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -163,14 +164,35 @@ func (s *Store) Open(ctx context.Context, acct backend.Account) (backend.User, e
 	}
 	u := &user{s: s, acct: acct, root: root, own: own,
 		log: s.log.With("user", acct.Name)}
+	var created []string
 	for name := range s.opts.SpecialUse {
 		canon, err := normalizeName(name)
 		if err != nil || canon == "INBOX" {
 			u.log.Error("special-use folder name is not usable; skipped", "folder", name, "err", err)
 			continue
 		}
-		if err := u.createFolder(canon, ""); err != nil && !errors.Is(err, backend.ErrMailboxExists) {
+		err = u.createFolder(canon, "")
+		switch {
+		case err == nil:
+			created = append(created, canon)
+		case !errors.Is(err, backend.ErrMailboxExists):
 			return nil, fmt.Errorf("maildir: create special-use folder %q for %s: %w", name, acct.Name, err)
+		}
+	}
+	// Subscribed when created, as Dovecot's auto=subscribe: clients that
+	// show only subscribed folders (Thunderbird) then show them. One the
+	// user unsubscribed later stays unsubscribed.
+	if len(created) > 0 {
+		err := u.updateSubscriptions(ctx, func(set []string) []string {
+			for _, c := range created {
+				if !slices.Contains(set, c) {
+					set = append(set, c)
+				}
+			}
+			return set
+		})
+		if err != nil {
+			u.log.Warn("special-use folders created but not subscribed", "folders", created, "err", err)
 		}
 	}
 	if err := u.syncQuotaLimit(); err != nil {
