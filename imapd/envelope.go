@@ -257,7 +257,23 @@ func validFieldName(name []byte) bool {
 // envelopeOf returns the ENVELOPE of a message header (RFC 3501 7.4.2).
 func envelopeOf(raw []byte) *imap.Envelope {
 	vals, found := envelopeValues(raw)
-	// Subject and the message IDs go through go-message's own decoders.
+	env := &imap.Envelope{
+		From:    addressList(vals[fFrom]),
+		Sender:  addressList(vals[fSender]),
+		ReplyTo: addressList(vals[fReplyTo]),
+		To:      addressList(vals[fTo]),
+		Cc:      addressList(vals[fCc]),
+		Bcc:     addressList(vals[fBcc]),
+	}
+	env.Date, _ = parseDate(vals[fDate])
+	var ok [3]bool
+	env.Subject, ok[0] = vals[fSubject], !strings.Contains(vals[fSubject], "=?")
+	env.MessageID, ok[1] = plainMsgID(vals[fMessageID])
+	env.InReplyTo, ok[2] = plainMsgIDList(vals[fInReplyTo])
+	if ok == [3]bool{true, true, true} {
+		return env
+	}
+	// Encoded words, comments, domain literals: go-message's decoders.
 	var th textproto.Header
 	for _, k := range []int{fSubject, fInReplyTo, fMessageID} {
 		if found[k] {
@@ -265,22 +281,94 @@ func envelopeOf(raw []byte) *imap.Envelope {
 		}
 	}
 	mh := gomail.Header{Header: gomessage.Header{Header: th}}
-	date, _ := parseDate(vals[fDate])
-	subject, _ := mh.Subject()
-	inReplyTo, _ := mh.MsgIDList("In-Reply-To")
-	messageID, _ := mh.MessageID()
-	return &imap.Envelope{
-		Date:      date,
-		Subject:   subject,
-		From:      addressList(vals[fFrom]),
-		Sender:    addressList(vals[fSender]),
-		ReplyTo:   addressList(vals[fReplyTo]),
-		To:        addressList(vals[fTo]),
-		Cc:        addressList(vals[fCc]),
-		Bcc:       addressList(vals[fBcc]),
-		InReplyTo: inReplyTo,
-		MessageID: messageID,
+	env.Subject, _ = mh.Subject()
+	env.InReplyTo, _ = mh.MsgIDList("In-Reply-To")
+	env.MessageID, _ = mh.MessageID()
+	return env
+}
+
+// plainMsgID reads a msg-id ("<left@right>", RFC 5322 3.6.4) as
+// go-message does, when it holds no comment, domain literal or non-ASCII
+// octet; ok is false otherwise. An empty or malformed one reads as "", as
+// there. What follows the closing '>' is ignored, as there.
+func plainMsgID(v string) (id string, ok bool) {
+	if v == "" {
+		return "", true
 	}
+	id, _, ok, err := nextMsgID(v)
+	if err {
+		return "", ok
+	}
+	return id, ok
+}
+
+// plainMsgIDList reads a list of msg-ids as go-message does (keeping
+// those before a malformed one), under plainMsgID's conditions.
+func plainMsgIDList(v string) (l []string, ok bool) {
+	for v != "" {
+		id, rest, ok, err := nextMsgID(v)
+		if !ok {
+			return nil, false
+		}
+		if err {
+			return l, true
+		}
+		l = append(l, id)
+		v = rest
+	}
+	return l, true
+}
+
+// nextMsgID reads the msg-id at the start of v and the blanks after it;
+// ok is false if go-message's own reading is needed, err true if v does
+// not start with a msg-id.
+func nextMsgID(v string) (id, rest string, ok, err bool) {
+	v = strings.TrimLeft(v, " \t")
+	if strings.HasPrefix(v, "(") {
+		return "", "", false, false
+	}
+	if !strings.HasPrefix(v, "<") {
+		return "", "", true, true
+	}
+	v = v[1:]
+	left := msgIDAtomLen(v)
+	if left < 0 {
+		return "", "", false, false
+	}
+	if left == 0 || left == len(v) || v[left] != '@' {
+		return "", "", true, true
+	}
+	r := v[left+1:]
+	if strings.HasPrefix(r, "[") {
+		return "", "", false, false
+	}
+	right := msgIDAtomLen(r)
+	if right < 0 {
+		return "", "", false, false
+	}
+	if right == 0 || right == len(r) || r[right] != '>' {
+		return "", "", true, true
+	}
+	rest = strings.TrimLeft(r[right+1:], " \t")
+	if strings.HasPrefix(rest, "(") {
+		return "", "", false, false
+	}
+	return v[:left+1+right], rest, true, false
+}
+
+// msgIDAtomLen returns the length of the run of ASCII atext and dots at
+// the start of s, or -1 if the run ends at a non-ASCII octet.
+func msgIDAtomLen(s string) int {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= 0x80:
+			return -1
+		case c == '.' || isAtext(c):
+		default:
+			return i
+		}
+	}
+	return len(s)
 }
 
 // addressList is imapserver's reading of an address field: addresses

@@ -187,3 +187,21 @@ func FuzzAddressList(f *testing.F) {
 		}
 	})
 }
+
+// FuzzMsgID checks the msg-id fast path: a fuzzed value as Message-ID and
+// In-Reply-To, against go-imap's extractor.
+func FuzzMsgID(f *testing.F) {
+	for _, s := range []string{
+		"<a@b>", "<a.b@c.d> <e@f>", " <a@b> (comment)", "<a@[1.2.3.4]>", "<a@b", "a@b", "<@b>", "<a@>",
+		"<a@b> junk", "<a@b><c@d>", "<a@b>, <c@d>", "<é@b>", "(c) <a@b>", "<a b@c>", "<a@b> <bad",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		raw := []byte("Message-ID: " + v + "\r\nIn-Reply-To: " + v + "\r\nSubject: " + v + "\r\n\r\n")
+		got, want := envelopeOf(raw), imapserver.ExtractEnvelope(parseHeader(raw))
+		if got.MessageID != want.MessageID || !reflect.DeepEqual(got.InReplyTo, want.InReplyTo) || got.Subject != want.Subject {
+			t.Fatalf("%q:\n got %q %q %q\nwant %q %q %q", v, got.MessageID, got.InReplyTo, got.Subject, want.MessageID, want.InReplyTo, want.Subject)
+		}
+	})
+}
