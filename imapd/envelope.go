@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"mime"
 	"net/mail"
 	"strings"
 	"time"
@@ -394,11 +395,11 @@ func addressList(v string) []imap.Address {
 
 // plainAddressList reads the forms nearly every address field has —
 // "local@domain" and "Display Name <local@domain>", comma-separated, in
-// ASCII atoms — as net/mail does; ok is false for anything else (quotes,
-// comments, groups, encoded words, domain literals, odd spacing), which
-// net/mail then reads.
+// ASCII atoms, the name possibly in UTF-8 or ISO-8859-1 encoded words — as
+// net/mail does; ok is false for anything else (quotes, comments, groups,
+// other charsets, domain literals, odd spacing), which net/mail then reads.
 func plainAddressList(v string) (l []imap.Address, ok bool) {
-	if strings.ContainsAny(v, "\"()\\:;[]") || strings.Contains(v, "=?") {
+	if strings.ContainsAny(v, "\"()\\:;[]") {
 		return nil, false
 	}
 	l = make([]imap.Address, 0, strings.Count(v, ",")+1)
@@ -435,15 +436,53 @@ func plainAddressList(v string) (l []imap.Address, ok bool) {
 }
 
 // plainPhrase returns a display name of atoms (dots allowed) separated by
-// blanks, the words joined by one space.
+// blanks as net/mail reads it: the words joined by one space, encoded
+// words decoded, adjacent encoded words joined without one.
 func plainPhrase(p string) (string, bool) {
 	for i := 0; i < len(p); i++ {
 		if c := p[i]; c != ' ' && c != '\t' && c != '.' && !isAtext(c) {
 			return "", false
 		}
 	}
-	words := strings.FieldsFunc(p, func(r rune) bool { return r == ' ' || r == '\t' })
-	return strings.Join(words, " "), true
+	p = strings.Trim(p, " \t")
+	if !strings.Contains(p, "=?") {
+		if !strings.Contains(p, "  ") && !strings.ContainsRune(p, '\t') {
+			return p, true // one space between words already
+		}
+		return strings.Join(strings.FieldsFunc(p, isBlank), " "), true
+	}
+	var b strings.Builder
+	prevEncoded := false
+	for _, w := range strings.FieldsFunc(p, isBlank) {
+		encoded := strings.HasPrefix(w, "=?")
+		if encoded {
+			d, ok := decodeWord(w)
+			if !ok {
+				return "", false
+			}
+			w = d
+		}
+		if b.Len() > 0 && !(prevEncoded && encoded) {
+			b.WriteByte(' ')
+		}
+		b.WriteString(w)
+		prevEncoded = encoded
+	}
+	return b.String(), true
+}
+
+func isBlank(r rune) bool { return r == ' ' || r == '\t' }
+
+// decodeWord decodes one RFC 2047 encoded word in a charset the mime
+// package decodes itself; ok is false for anything else.
+func decodeWord(w string) (string, bool) {
+	cs, _, found := strings.Cut(strings.TrimPrefix(w, "=?"), "?")
+	if !found || !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "us-ascii") && !strings.EqualFold(cs, "iso-8859-1") {
+		return "", false
+	}
+	var dec mime.WordDecoder
+	d, err := dec.Decode(w)
+	return d, err == nil
 }
 
 // dotAtom reports whether s is an RFC 5322 dot-atom of ASCII atext.

@@ -173,7 +173,8 @@ func FuzzAddressList(f *testing.F) {
 		"a@b", "Farid Ivanova <farid.ivanova@lists.example.org>", "big@bench.test, Xenia  Peters <x.p@cs.example.edu>",
 		"J. R. Smith<j@x>", "<a@b>", "a@b,", ",a@b", "a@b, ,c@d", ".a@b", "a..b@c", "a@b.", "john.doe <j@x>",
 		"a@ b", "a <b@c> <d@e>", "Smith, John <j@x>", "a@b c@d", "\ta@b\t", "Name\t<a@b>", "x.@y", "a@b>",
-		"=?UTF-8?Q?J=C3=BCrgen?= <j@x>", "\"Q\" <q@x>", "g: a@b;", "a@[1.2.3.4]", "a(c)@b", "é <a@b>", "a@b\r",
+		"=?UTF-8?Q?J=C3=BCrgen?= <j@x>", "=?utf-8?q?a?= =?utf-8?q?b?= <x@y>", "Dr =?iso-8859-1?q?J=FCrgen?= <x@y>",
+		"=?utf-8?b?SsO8cmdlbg==?= <x@y>", "=?koi8-r?q?x?= <a@b>", "=?utf-8?q?bad <a@b>", "a=?b@c", "=?utf-8?q?x?=plain <a@b>", "\"Q\" <q@x>", "g: a@b;", "a@[1.2.3.4]", "a(c)@b", "é <a@b>", "a@b\r",
 	} {
 		f.Add(s)
 	}
