@@ -67,3 +67,19 @@ func TestCRLFReaderShortFile(t *testing.T) {
 		t.Fatal("a file shorter than its recorded size must be an error")
 	}
 }
+
+// FuzzCRLFSize: the size measured for a message, read in pieces of any
+// size (a CRLF split between two reads included), is the length of its
+// CRLF form.
+func FuzzCRLFSize(f *testing.F) {
+	for _, seed := range []string{"", "\n", "\r\n", "\r", "a\r\nb\nc\r", "\n\n\r\r\n\n", "x\r\r\n\n"} {
+		f.Add([]byte(seed), uint8(1))
+	}
+	f.Fuzz(func(t *testing.T, msg []byte, bufSize uint8) {
+		buf := make([]byte, 1+int(bufSize)%16)
+		got, err := crlfSize(bytes.NewReader(msg), buf)
+		if want := int64(len(naiveCRLF(msg))); err != nil || got != want {
+			t.Fatalf("crlfSize(%q) with %d-byte reads = %d, %v; want %d", msg, len(buf), got, err, want)
+		}
+	})
+}

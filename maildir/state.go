@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/roost-mail/roost/backend"
 )
 
@@ -672,44 +674,79 @@ func (st *mboxState) freshUidlist() *uidlist {
 const uidvalidityFloorName = "roost-uidvalidity"
 
 // measure returns a message file's CRLF size (from ",W=" or by reading
-// it) and its mtime (the INTERNALDATE).
-func (s *Store) measure(path, key string) (int64, time.Time, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return 0, time.Time{}, err
-	}
-	if !st.Mode().IsRegular() {
-		return 0, time.Time{}, fmt.Errorf("%s is not a regular file", path)
-	}
+// it) and its mtime (the INTERNALDATE). buf is scratch space for reading,
+// reused across calls: a first open numbers 100,000 files in a row.
+func (s *Store) measure(path, key string, buf []byte) (int64, time.Time, error) {
 	if w, ok := sizeField(key, 'W'); ok {
+		st, err := os.Stat(path)
+		if err != nil {
+			return 0, time.Time{}, err
+		}
+		if !st.Mode().IsRegular() {
+			return 0, time.Time{}, fmt.Errorf("%s is not a regular file", path)
+		}
 		return w, st.ModTime(), nil
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, time.Time{}, err
+	// Plain system calls: os.File's set-up (a non-blocking fcntl, a poller
+	// check) would cost a quarter of a first open that reads 100,000 files.
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	for err == unix.EINTR {
+		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	}
-	defer f.Close()
-	n, err := crlfSize(f)
 	if err != nil {
-		return 0, time.Time{}, fmt.Errorf("read %s: %w", path, err)
+		return 0, time.Time{}, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
-	return n, st.ModTime(), nil
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0, time.Time{}, &fs.PathError{Op: "fstat", Path: path, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return 0, time.Time{}, fmt.Errorf("%s is not a regular file", path)
+	}
+	// A delivered Maildir file never changes: its stat size is all there
+	// is to read, which spares the read that would only see EOF.
+	n, err := crlfSize(io.LimitReader(fdReader(fd), st.Size), buf)
+	if err != nil {
+		return 0, time.Time{}, &fs.PathError{Op: "read", Path: path, Err: err}
+	}
+	return n, time.Unix(st.Mtim.Unix()), nil
 }
 
-// crlfSize returns the size r would have with every bare LF made CRLF.
-func crlfSize(r io.Reader) (int64, error) {
-	buf := make([]byte, 64*1024)
+// fdReader reads a file descriptor, retrying interrupted reads.
+type fdReader int
+
+func (fd fdReader) Read(p []byte) (int, error) {
+	for {
+		n, err := unix.Read(int(fd), p)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return 0, err
+		case n == 0 && len(p) > 0:
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
+// crlfSize returns the size r would have with every bare LF made CRLF,
+// reading through buf.
+func crlfSize(r io.Reader, buf []byte) (int64, error) {
 	var n int64
 	prevCR := false
 	for {
 		k, err := r.Read(buf)
-		for _, c := range buf[:k] {
-			if c == '\n' && !prevCR {
-				n++
+		if k > 0 {
+			c := buf[:k]
+			bare := bytes.Count(c, []byte("\n")) - bytes.Count(c, []byte("\r\n"))
+			if prevCR && c[0] == '\n' {
+				bare-- // a CRLF split across two reads
 			}
-			prevCR = c == '\r'
+			n += int64(k + bare)
+			prevCR = c[k-1] == '\r'
 		}
-		n += int64(k)
 		if err == io.EOF {
 			return n, nil
 		}

@@ -69,6 +69,7 @@ func (st *mboxState) match(l listing) matchResult {
 		}
 		res.found[idx] = loc{info: in, inNew: inNew, known: true}
 	}
+	var buf []byte // for measure
 	for i := range st.msgs {
 		m := &st.msgs[i]
 		if res.state[i] != present {
@@ -91,7 +92,10 @@ func (st *mboxState) match(l listing) matchResult {
 		if m.Size < 0 || m.InternalDate.IsZero() {
 			// Dovecot's list lacks W or T: compute once, cache in the uidlist.
 			p := st.filePath(m.Key, res.found[i])
-			size, date, err := st.s.measure(p, m.Key)
+			if buf == nil {
+				buf = make([]byte, measureBuf)
+			}
+			size, date, err := st.s.measure(p, m.Key, buf)
 			if err != nil {
 				st.s.log.Warn("cannot read message file", "file", p, "err", err)
 				res.state[i] = hidden
@@ -121,12 +125,17 @@ func (st *mboxState) filePath(key string, lc loc) string {
 	return filepath.Join(st.dir, sub, key+lc.info)
 }
 
+// measureBuf is the read size for measuring messages: most are read in
+// one call.
+const measureBuf = 64 << 10
+
 // assign gives the unknown files the next UIDs, in name order (which is
 // delivery order for the usual <seconds>.<...> names). Caller holds the
 // uidlist lock.
 func (st *mboxState) assign(res *matchResult) {
 	sort.Strings(res.unknown)
 	seen := map[string]bool{}
+	var buf []byte // for measure
 	for _, rel := range res.unknown {
 		inNew := rel[:4] == "new/"
 		name := rel[4:]
@@ -141,7 +150,10 @@ func (st *mboxState) assign(res *matchResult) {
 			key = nk
 		}
 		lc := loc{info: st.s.intern(info), inNew: inNew, known: true}
-		size, date, err := st.s.measure(st.filePath(key, lc), key)
+		if buf == nil {
+			buf = make([]byte, measureBuf)
+		}
+		size, date, err := st.s.measure(st.filePath(key, lc), key, buf)
 		if err != nil {
 			// Vanished meanwhile (expunged by another process): no UID.
 			continue
