@@ -20,8 +20,11 @@ import (
 // "large". The data set is generated once into the harness's cache.
 func harnessData(b *testing.B) (root, users string) {
 	b.Helper()
-	spec := bench.DataSpec{Seed: 1, BigMessages: benchMessages(), LargeMessages: 20, LargeMaxKB: 8192}
-	src, err := bench.EnsureData(filepath.Join(os.TempDir(), "roost-bench-cache"), spec, b.Logf)
+	// The harness's own data set (and cache) unless ROOST_BENCH_MESSAGES
+	// asks for another size.
+	o := bench.Full()
+	o.Data.BigMessages = benchMessages()
+	src, err := bench.EnsureData(o.CacheDir, o.Data, b.Logf)
 	if err != nil {
 		b.Fatal(err)
 	}
