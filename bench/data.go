@@ -252,19 +252,6 @@ func copyFile(src, dst string, uid, gid int) error {
 	return os.Chtimes(dst, st.ModTime(), st.ModTime())
 }
 
-// countFiles counts the messages (files in new/ and cur/) of a Maildir.
-func countFiles(dir string) (int, error) {
-	n := 0
-	for _, sub := range []string{"new", "cur"} {
-		ents, err := os.ReadDir(filepath.Join(dir, sub))
-		if err != nil {
-			return 0, err
-		}
-		n += len(ents)
-	}
-	return n, nil
-}
-
 // LinkTree makes dst a copy of the mail tree src with new directories and
 // hard-linked message files, as each server gets in a run; Go benchmarks
 // use it to serve a generated data set without writing into the cache.
