@@ -1,7 +1,6 @@
 package maildir
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -13,72 +12,88 @@ import (
 // anything beyond size is cut, so callers can trust Message.Size.
 type crlfReader struct {
 	f      *os.File
-	br     *bufio.Reader
+	buf    []byte
+	r, w   int   // buf[r:w] is read but not yet converted
 	left   int64 // bytes still to produce
-	prevCR bool
-	pendLF bool // an LF is owed after an inserted CR
-	path   string
+	prevCR bool  // the last byte produced was CR
+	pendLF bool  // an LF is owed after an inserted CR
 }
 
 func newCRLFReader(f *os.File, size int64) *crlfReader {
-	return &crlfReader{f: f, br: bufio.NewReaderSize(f, 32*1024), left: size, path: f.Name()}
+	// The file is at most size bytes: a small message gets a small buffer
+	// (a FETCH of 100,000 headers opens 100,000 of these).
+	return &crlfReader{f: f, buf: make([]byte, min(32*1024, max(size, 0)+1)), left: size}
 }
 
-func (r *crlfReader) Read(p []byte) (int, error) {
-	if r.left <= 0 {
+func (c *crlfReader) Read(p []byte) (int, error) {
+	if c.left <= 0 {
 		return 0, io.EOF
 	}
-	if int64(len(p)) > r.left {
-		p = p[:r.left]
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
 	}
 	n := 0
+	if c.pendLF && len(p) > 0 {
+		p[0] = '\n'
+		n, c.pendLF, c.prevCR = 1, false, false
+	}
 	for n < len(p) {
-		if r.pendLF {
-			p[n] = '\n'
-			n++
-			r.pendLF, r.prevCR = false, false
-			continue
-		}
-		// Copy whole runs up to the next LF from the buffer: converting a
-		// byte at a time made large RETRs CPU-bound.
-		buf, err := r.br.Peek(min(r.br.Buffered(), len(p)-n))
-		if len(buf) == 0 {
-			if _, err = r.br.Peek(1); err != nil {
-				if n > 0 {
-					break
-				}
-				if err == io.EOF {
-					return 0, fmt.Errorf("message file %s is %d bytes shorter than its recorded size: %w", r.path, r.left, io.ErrUnexpectedEOF)
+		if c.r == c.w {
+			if n > 0 {
+				break
+			}
+			k, err := c.f.Read(c.buf)
+			if k == 0 {
+				if err == nil || err == io.EOF {
+					return 0, fmt.Errorf("message file %s is %d bytes shorter than its recorded size: %w", c.f.Name(), c.left, io.ErrUnexpectedEOF)
 				}
 				return 0, err
 			}
-			continue
+			c.r, c.w = 0, k
 		}
-		run := buf
-		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
-			run = buf[:i]
-		}
-		if len(run) > 0 {
-			copy(p[n:], run)
-			n += len(run)
-			r.prevCR = run[len(run)-1] == '\r'
-			r.br.Discard(len(run))
-			continue
-		}
-		// buf starts with LF.
-		r.br.Discard(1)
-		if r.prevCR {
-			p[n] = '\n'
-			n++
-			r.prevCR = false
-			continue
-		}
-		p[n] = '\r'
-		n++
-		r.pendLF = true
+		n += c.convert(p[n:])
 	}
-	r.left -= int64(n)
+	c.left -= int64(n)
 	return n, nil
 }
 
-func (r *crlfReader) Close() error { return r.f.Close() }
+// convert moves as much of the buffered input into out as fits, runs
+// between line ends copied whole, and returns the bytes produced.
+func (c *crlfReader) convert(out []byte) int {
+	src := c.buf[c.r:c.w]
+	n := 0
+	for len(src) > 0 && n < len(out) {
+		run := src
+		if i := bytes.IndexByte(src, '\n'); i >= 0 {
+			run = src[:i]
+		}
+		if len(run) > 0 {
+			k := copy(out[n:], run)
+			n += k
+			c.prevCR = run[k-1] == '\r'
+			src = src[k:]
+			continue
+		}
+		// src starts with LF.
+		src = src[1:]
+		if c.prevCR {
+			out[n] = '\n'
+			n++
+			c.prevCR = false
+			continue
+		}
+		out[n] = '\r'
+		n++
+		c.prevCR = false
+		if n < len(out) {
+			out[n] = '\n'
+			n++
+		} else {
+			c.pendLF = true
+		}
+	}
+	c.r = c.w - len(src)
+	return n
+}
+
+func (c *crlfReader) Close() error { return c.f.Close() }

@@ -2,6 +2,7 @@ package maildir
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"math/rand"
 	"os"
@@ -80,6 +81,51 @@ func FuzzCRLFSize(f *testing.F) {
 		got, err := crlfSize(bytes.NewReader(msg), buf)
 		if want := int64(len(naiveCRLF(msg))); err != nil || got != want {
 			t.Fatalf("crlfSize(%q) with %d-byte reads = %d, %v; want %d", msg, len(buf), got, err, want)
+		}
+	})
+}
+
+// FuzzCRLFReader: the streamed CRLF form, read in pieces of any size,
+// equals the naive conversion cut to the recorded size, and a file shorter
+// than its recorded size is an error, never padding.
+func FuzzCRLFReader(f *testing.F) {
+	for _, seed := range []string{"", "\n", "\r\n", "a\nb\r\nc", "\r\r\n\n", "x\r"} {
+		f.Add([]byte(seed), uint8(1), int8(0))
+	}
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, msg []byte, chunk uint8, delta int8) {
+		p := filepath.Join(dir, "m")
+		if err := os.WriteFile(p, msg, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fh, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fh.Close()
+		full := naiveCRLF(msg)
+		size := max(int64(len(full))+int64(delta), 0)
+		r := newCRLFReader(fh, size)
+		var got []byte
+		buf := make([]byte, 1+int(chunk)%17)
+		for {
+			n, err := r.Read(buf)
+			got = append(got, buf[:n]...)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				if size <= int64(len(full)) || !errors.Is(err, io.ErrUnexpectedEOF) {
+					t.Fatalf("size %d of %d: %v", size, len(full), err)
+				}
+				return
+			}
+		}
+		if size > int64(len(full)) {
+			t.Fatalf("size %d of %d: no error for a short file", size, len(full))
+		}
+		if !bytes.Equal(got, full[:size]) {
+			t.Fatalf("got %q, want %q", got, full[:size])
 		}
 	})
 }
