@@ -5,10 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/roost-mail/roost/internal/testenv"
 )
 
 // BenchmarkLogin measures passwd-file logins per second for each scheme,
@@ -111,28 +112,7 @@ func BenchmarkUnknownUserTiming(b *testing.B) {
 				}
 				i++
 			}
-			reportTiming(b, known, unknown)
+			testenv.ReportPairedTiming(b, known, unknown)
 		})
 	}
-}
-
-// reportTiming reports the medians of known[i] and unknown[i], measured
-// in pairs, their ratio, and the median of the ratios of each pair, which
-// the load of other processes drifting during the run moves less.
-func reportTiming(b *testing.B, known, unknown []time.Duration) {
-	ratios := make([]float64, len(known))
-	for i := range known {
-		ratios[i] = float64(unknown[i]) / float64(known[i])
-	}
-	mk, mu := median(known), median(unknown)
-	b.ReportMetric(float64(mk.Microseconds()), "known-µs")
-	b.ReportMetric(float64(mu.Microseconds()), "unknown-µs")
-	b.ReportMetric(float64(mu)/float64(mk), "unknown/known")
-	b.ReportMetric(median(ratios), "pair-ratio")
-}
-
-func median[T time.Duration | float64](xs []T) T {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[len(s)/2]
 }

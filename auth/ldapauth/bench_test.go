@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"runtime"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -169,7 +168,7 @@ func BenchmarkUnknownUserTiming(b *testing.B) {
 					}
 					i++
 				}
-				reportTiming(b, kt, ut)
+				testenv.ReportPairedTiming(b, kt, ut)
 			})
 		}
 	}
@@ -192,25 +191,4 @@ func addEntry(b *testing.B, s *slapd, dn string, attrs map[string][]string) {
 	if err := c.Add(req); err != nil {
 		b.Fatal(err)
 	}
-}
-
-// reportTiming reports the medians of known[i] and unknown[i], measured
-// in pairs, their ratio, and the median of the ratios of each pair, which
-// the load of other processes drifting during the run moves less.
-func reportTiming(b *testing.B, known, unknown []time.Duration) {
-	ratios := make([]float64, len(known))
-	for i := range known {
-		ratios[i] = float64(unknown[i]) / float64(known[i])
-	}
-	mk, mu := median(known), median(unknown)
-	b.ReportMetric(float64(mk.Microseconds()), "known-µs")
-	b.ReportMetric(float64(mu.Microseconds()), "unknown-µs")
-	b.ReportMetric(float64(mu)/float64(mk), "unknown/known")
-	b.ReportMetric(median(ratios), "pair-ratio")
-}
-
-func median[T time.Duration | float64](xs []T) T {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
