@@ -59,6 +59,17 @@ func makeBigMaildir(b *testing.B, n int) string {
 	return root
 }
 
+// bigInbox makes an n-message Maildir and opens its INBOX in a Store of
+// its own, both closed when b ends.
+func bigInbox(b *testing.B, n int) (string, backend.Mailbox, *backend.Snapshot) {
+	root := makeBigMaildir(b, n)
+	s := New(Options{SpecialUse: map[string]string{}})
+	b.Cleanup(func() { s.Close() })
+	mb, snap := openInbox(b, s, root)
+	b.Cleanup(func() { mb.Close() })
+	return root, mb, snap
+}
+
 func openInbox(b *testing.B, s *Store, root string) (backend.Mailbox, *backend.Snapshot) {
 	b.Helper()
 	ctx := context.Background()
@@ -218,11 +229,7 @@ func BenchmarkOpenCached100k(b *testing.B) {
 
 // BenchmarkSyncUnchanged100k: Sync when nothing changed (IMAP NOOP).
 func BenchmarkSyncUnchanged100k(b *testing.B) {
-	root := makeBigMaildir(b, benchMessages)
-	s := New(Options{SpecialUse: map[string]string{}})
-	defer s.Close()
-	mb, _ := openInbox(b, s, root)
-	defer mb.Close()
+	_, mb, _ := bigInbox(b, benchMessages)
 	time.Sleep(1100 * time.Millisecond) // let directory mtimes age past the granularity guard
 	mb.Sync(context.Background())
 	b.ResetTimer()
@@ -254,11 +261,7 @@ func benchModes(b *testing.B, f func(b *testing.B, rewrite bool)) {
 // BenchmarkPickUpNew1000: 1,000 Postfix deliveries (LF, no ",S=") land
 // in new/ of an open 100,000-message INBOX; one Sync numbers them.
 func BenchmarkPickUpNew1000(b *testing.B) {
-	root := makeBigMaildir(b, benchMessages)
-	s := New(Options{SpecialUse: map[string]string{}})
-	defer s.Close()
-	mb, snap := openInbox(b, s, root)
-	defer mb.Close()
+	root, mb, snap := bigInbox(b, benchMessages)
 	have := len(snap.Messages)
 	body := []byte("Return-Path: <a@example.edu>\nSubject: new\n\nnew mail\n")
 	seq := 0
@@ -313,11 +316,7 @@ func BenchmarkPickUpDelivered1000(b *testing.B) {
 }
 
 func benchPickUpDelivered(b *testing.B, n int) {
-	root := makeBigMaildir(b, n)
-	s := New(Options{SpecialUse: map[string]string{}})
-	defer s.Close()
-	mb, snap := openInbox(b, s, root)
-	defer mb.Close()
+	root, mb, snap := bigInbox(b, n)
 	other := New(Options{SpecialUse: map[string]string{}})
 	defer other.Close()
 	dmb, _ := openInbox(b, other, root)
@@ -396,11 +395,7 @@ func BenchmarkUidlistParse(b *testing.B) {
 // BenchmarkAppend100k: one APPEND/LMTP delivery into a 100,000-message
 // INBOX: "append" adds one uidlist record, "rewrite" replaces the list.
 func BenchmarkAppend100k(b *testing.B) {
-	root := makeBigMaildir(b, benchMessages)
-	s := New(Options{SpecialUse: map[string]string{}})
-	defer s.Close()
-	mb, _ := openInbox(b, s, root)
-	defer mb.Close()
+	_, mb, _ := bigInbox(b, benchMessages)
 	msg := "From: a@example.edu\nSubject: append\n\n" + strings.Repeat("body line\n", 200)
 	benchModes(b, func(b *testing.B, rewrite bool) {
 		b.ResetTimer()
@@ -418,11 +413,7 @@ func BenchmarkAppend100k(b *testing.B) {
 // BenchmarkStoreSync100k: one flag change then Sync (IMAP STORE) in a
 // 100,000-message INBOX.
 func BenchmarkStoreSync100k(b *testing.B) {
-	root := makeBigMaildir(b, benchMessages)
-	s := New(Options{SpecialUse: map[string]string{}})
-	defer s.Close()
-	mb, snap := openInbox(b, s, root)
-	defer mb.Close()
+	_, mb, snap := bigInbox(b, benchMessages)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		uid := snap.Messages[i%len(snap.Messages)].UID
