@@ -109,21 +109,31 @@ func BenchmarkHarness(b *testing.B) {
 		}
 	}
 
-	b.Run("UIDFetchFlags", func(b *testing.B) {
-		addr, stop := benchServer(b, root, users)
+	// timed serves the store, logs user in, runs warm once if given, then
+	// times b.N runs of op, CPU included.
+	timed := func(b *testing.B, user string, cacheBytes []int64, warm, op func(b *testing.B, c *imapclient.Client)) {
+		addr, stop := benchServer(b, root, users, cacheBytes...)
 		defer stop()
-		c := harnessLogin(b, addr, "big")
+		c := harnessLogin(b, addr, user)
 		defer func() { c.Logout().Wait() }()
+		if warm != nil {
+			warm(b, c)
+		}
 		var cpu cpuClock
 		b.ResetTimer()
 		cpu.begin(b)
 		for i := 0; i < b.N; i++ {
-			if got := drain(b, c.Fetch(imap.UIDSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, Flags: true})); got != n {
-				b.Fatalf("%d responses", got)
-			}
+			op(b, c)
 		}
 		cpu.end(b)
 		cpu.report(b)
+	}
+	b.Run("UIDFetchFlags", func(b *testing.B) {
+		timed(b, "big", nil, nil, func(b *testing.B, c *imapclient.Client) {
+			if got := drain(b, c.Fetch(imap.UIDSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, Flags: true})); got != n {
+				b.Fatalf("%d responses", got)
+			}
+		})
 	})
 	b.Run("FetchEnvelopeFirst", func(b *testing.B) {
 		var cpu cpuClock
@@ -143,46 +153,19 @@ func BenchmarkHarness(b *testing.B) {
 		}
 	})
 	b.Run("FetchEnvelopeSecond", func(b *testing.B) {
-		addr, stop := benchServer(b, root, users)
-		defer stop()
-		c := harnessLogin(b, addr, "big")
-		defer func() { c.Logout().Wait() }()
-		envelopes(b, c)
-		var cpu cpuClock
-		b.ResetTimer()
-		cpu.begin(b)
-		for i := 0; i < b.N; i++ {
-			envelopes(b, c)
-		}
-		cpu.end(b)
-		cpu.report(b)
+		timed(b, "big", nil, envelopes, envelopes)
 	})
 	b.Run("LargeBodyStructure", func(b *testing.B) {
-		addr, stop := benchServer(b, root, users, -1) // no cache: every FETCH parses
-		defer stop()
-		c := harnessLogin(b, addr, "large")
-		defer func() { c.Logout().Wait() }()
-		var cpu cpuClock
-		b.ResetTimer()
-		cpu.begin(b)
-		for i := 0; i < b.N; i++ {
+		// No cache: every FETCH parses.
+		timed(b, "large", []int64{-1}, nil, func(b *testing.B, c *imapclient.Client) {
 			if got := drain(b, c.Fetch(all, &imap.FetchOptions{BodyStructure: &imap.FetchItemBodyStructure{Extended: true}})); got != 20 {
 				b.Fatalf("%d responses", got)
 			}
-		}
-		cpu.end(b)
-		cpu.report(b)
+		})
 	})
 	b.Run("LargeBody", func(b *testing.B) {
-		addr, stop := benchServer(b, root, users)
-		defer stop()
-		c := harnessLogin(b, addr, "large")
-		defer func() { c.Logout().Wait() }()
-		var cpu cpuClock
-		b.ResetTimer()
-		cpu.begin(b)
 		var total int64
-		for i := 0; i < b.N; i++ {
+		timed(b, "large", nil, nil, func(b *testing.B, c *imapclient.Client) {
 			cmd := c.Fetch(all, &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{Peek: true}}})
 			for m := cmd.Next(); m != nil; m = cmd.Next() {
 				for item := m.Next(); item != nil; item = m.Next() {
@@ -198,9 +181,7 @@ func BenchmarkHarness(b *testing.B) {
 			if err := cmd.Close(); err != nil {
 				b.Fatal(err)
 			}
-		}
-		cpu.end(b)
-		cpu.report(b)
+		})
 		b.SetBytes(total / int64(b.N))
 	})
 }
