@@ -200,11 +200,11 @@ func TestDovecotSameAnswers(t *testing.T) {
 		t.Fatalf("dovecot pop3: %v", err)
 	}
 
-	// Roost twice: through the store's CRLF reader, and from the files as
-	// stored (RETR converting while dot-stuffing), on the same Maildir.
-	raw := newEnv(t, func(o *pop3d.Options) { o.Store = rawStore{o.Store} })
-	raw.root, raw.users.root = e.root, e.root
-	for _, srv := range []*env{e, raw} {
+	// Roost twice: from the files as stored (RETR converting while
+	// dot-stuffing), and through the store's CRLF reader, on the same Maildir.
+	conv := newEnv(t, func(o *pop3d.Options) { o.Store = convertingStore{o.Store} })
+	conv.root, conv.users.root = e.root, e.root
+	for _, srv := range []*env{e, conv} {
 		c := srv.waitLogin("alice", "secret")
 		c.send(strings.Split(strings.TrimSuffix(script, "\r\n"), "\r\n")...)
 		var roost []string
