@@ -18,32 +18,64 @@ import (
 // wireBuffer gathers a long response for few, large socket writes, like a
 // bufio.Writer whose buffer the message copier fills directly (appending
 // to a bufio.Writer's AvailableBuffer would copy every octet once more).
-// Write errors are sticky and returned as *writeError.
+// It has two buffers: a full one goes to the socket from another
+// goroutine while the copier fills the other, so converting a large
+// message overlaps with the kernel copying it out. Write errors are
+// sticky and returned as *writeError (one buffer late at most).
 type wireBuffer struct {
-	w   io.Writer
-	buf []byte // buffered octets; cap(buf) is the buffer's size
-	err error
+	w       io.Writer
+	buf     []byte // buffered octets; cap(buf) is the buffer's size
+	spare   []byte // the other buffer, in flight while pending
+	pending bool
+	done    chan error
+	err     error
 }
 
-// newWireBuffer returns a buffer of size octets, at least 16.
+// newWireBuffer returns a buffer of twice size octets, at least 16 each.
 func newWireBuffer(size int) *wireBuffer {
-	return &wireBuffer{buf: make([]byte, 0, max(size, 16))}
+	size = max(size, 16)
+	return &wireBuffer{buf: make([]byte, 0, size), spare: make([]byte, 0, size), done: make(chan error, 1)}
 }
 
 // reset makes b write to w, dropping anything buffered and any error.
 func (b *wireBuffer) reset(w io.Writer) {
+	b.wait()
 	b.w, b.buf, b.err = w, b.buf[:0], nil
 }
 
-// Flush writes the buffered octets.
-func (b *wireBuffer) Flush() error {
+// handOff starts writing the buffered octets and goes on with the other
+// buffer (a full buffer mid-response).
+func (b *wireBuffer) handOff() {
+	b.wait()
 	if b.err == nil && len(b.buf) > 0 {
-		if _, err := b.w.Write(b.buf); err != nil {
-			b.err = &writeError{err}
-		}
+		out, w := b.buf, b.w
+		b.pending = true
+		go func() {
+			_, err := w.Write(out)
+			b.done <- err
+		}()
+		b.buf, b.spare = b.spare[:0], out
+		return
 	}
 	b.buf = b.buf[:0]
+}
+
+// Flush writes everything buffered and waits until it is written.
+func (b *wireBuffer) Flush() error {
+	b.handOff()
+	b.wait()
 	return b.err
+}
+
+// wait waits for the write in flight, if any.
+func (b *wireBuffer) wait() {
+	if !b.pending {
+		return
+	}
+	b.pending = false
+	if err := <-b.done; err != nil && b.err == nil {
+		b.err = &writeError{err}
+	}
 }
 
 func (b *wireBuffer) Write(p []byte) (int, error) {
@@ -52,7 +84,7 @@ func (b *wireBuffer) Write(p []byte) (int, error) {
 		c := copy(b.buf[len(b.buf):cap(b.buf)], p)
 		b.buf, p = b.buf[:len(b.buf)+c], p[c:]
 		if len(b.buf) == cap(b.buf) {
-			b.Flush()
+			b.handOff()
 		}
 	}
 	if b.err != nil {
@@ -67,7 +99,7 @@ func (b *wireBuffer) WriteString(s string) (int, error) {
 		c := copy(b.buf[len(b.buf):cap(b.buf)], s)
 		b.buf, s = b.buf[:len(b.buf)+c], s[c:]
 		if len(b.buf) == cap(b.buf) {
-			b.Flush()
+			b.handOff()
 		}
 	}
 	if b.err != nil {
@@ -78,7 +110,7 @@ func (b *wireBuffer) WriteString(s string) (int, error) {
 
 func (b *wireBuffer) WriteByte(c byte) error {
 	if len(b.buf) == cap(b.buf) {
-		b.Flush()
+		b.handOff()
 	}
 	if b.err != nil {
 		return b.err
@@ -141,7 +173,7 @@ func (c *messageCopier) convert(p []byte) {
 		n := min(int64(len(p)), free/2, c.left/2)
 		if n == 0 {
 			if free < 2 {
-				b.Flush()
+				b.handOff()
 				continue
 			}
 			c.lastOctet(p[0])

@@ -398,3 +398,37 @@ func threadCPU(tb testing.TB) time.Duration {
 	}
 	return time.Duration(ts.Nano())
 }
+
+// failAfter accepts limit octets, then fails every write.
+type failAfter struct {
+	limit, got int
+}
+
+func (f *failAfter) Write(p []byte) (int, error) {
+	if f.got+len(p) > f.limit {
+		return 0, errors.New("connection reset")
+	}
+	f.got += len(p)
+	return len(p), nil
+}
+
+// TestWireBufferWriteFails: with a buffer in flight while the next one
+// fills, a failed socket write still stops the copy (one buffer late at
+// most), comes back as a *writeError, and leaves no write pending.
+func TestWireBufferWriteFails(t *testing.T) {
+	msg := strings.Repeat("a line of a message\n", 50000) // 1 MB
+	dst := &failAfter{limit: 100}
+	w := newWireBuffer(64)
+	w.reset(dst)
+	n, err := copyMessage(w, strings.NewReader(msg), make([]byte, 4096), crlfSize(msg))
+	var we *writeError
+	if !errors.As(err, &we) {
+		t.Fatalf("copy into a failing connection: n=%d err=%v, want a *writeError", n, err)
+	}
+	if n > 64*4 {
+		t.Errorf("copied %d octets past a failure at 100 with 64-octet buffers", n)
+	}
+	if ferr := w.Flush(); !errors.As(ferr, &we) || w.pending {
+		t.Errorf("Flush after the failure: %v, pending %v", ferr, w.pending)
+	}
+}
