@@ -1,6 +1,7 @@
 package imapd
 
 import (
+	"context"
 	"errors"
 	"sort"
 	"strings"
@@ -27,6 +28,7 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		name            string
 		info            backend.MailboxInfo
 		subscribedChild bool
+		gone            bool // subscribed, but no such mailbox (any more)
 	}
 	var entries []entry
 	byName := make(map[string]int)
@@ -48,6 +50,20 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		if _, ok := byName[p]; !ok {
 			byName[p] = len(entries)
 			entries = append(entries, entry{name: p, info: backend.MailboxInfo{NoSelect: true, HasChildren: len(infos) > 1}})
+		}
+	}
+	if sl, ok := s.user.(subscriptionLister); ok && opts.SelectSubscribed {
+		subs, err := sl.Subscriptions(s.ctx)
+		if err != nil {
+			return s.fail("list subscriptions", err)
+		}
+		for _, sub := range subs {
+			name, ok := s.srv.toClient(sub)
+			if _, exists := byName[name]; !ok || exists {
+				continue
+			}
+			byName[name] = len(entries)
+			entries = append(entries, entry{name: name, info: backend.MailboxInfo{Name: sub, Subscribed: true}, gone: true})
 		}
 	}
 	if opts.SelectSubscribed && opts.SelectRecursiveMatch {
@@ -92,6 +108,13 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 			continue
 		}
 		data := &imap.ListData{Delim: s.srv.delim, Mailbox: e.name}
+		if e.gone {
+			data.Attrs = []imap.MailboxAttr{imap.MailboxAttrSubscribed, imap.MailboxAttrNonExistent}
+			if err := w.WriteList(data); err != nil {
+				return err
+			}
+			continue
+		}
 		if info.NoSelect {
 			data.Attrs = append(data.Attrs, imap.MailboxAttrNoSelect)
 		}
@@ -120,6 +143,13 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		}
 	}
 	return nil
+}
+
+// subscriptionLister is a backend.User that can list subscriptions whose
+// mailbox no longer exists (the maildir store can), which LSUB and LIST
+// (SUBSCRIBED) show as \NonExistent (RFC 5258 3.1), as Dovecot does.
+type subscriptionLister interface {
+	Subscriptions(ctx context.Context) ([]string, error)
 }
 
 // Create implements CREATE, with CREATE-SPECIAL-USE (RFC 6154 3).

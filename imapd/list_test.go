@@ -125,3 +125,35 @@ func TestCourierNamespace(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A subscription outlives its mailbox (RFC 3501 6.3.6): LSUB and LIST
+// (SUBSCRIBED) show it as \NonExistent, as Dovecot does; plain LIST does
+// not show it.
+func TestSubscriptionOfDeletedMailbox(t *testing.T) {
+	ts := newTestServer(t, nil)
+	r := ts.raw(t)
+	r.login("alice", alicePass)
+	for _, c := range []string{`CREATE gone/child`, `SUBSCRIBE gone/child`, `DELETE gone/child`} {
+		if l := last(r.cmd(c)); !strings.Contains(l, "OK") {
+			t.Fatalf("%s: %s", c, l)
+		}
+	}
+	want := `(\Subscribed \NonExistent) "/" "gone/child"`
+	for _, c := range []string{`LSUB "" *`, `LIST (SUBSCRIBED) "" *`, `LIST (SUBSCRIBED RECURSIVEMATCH) "" gone/*`} {
+		if out := strings.Join(r.cmd(c), "\n"); !strings.Contains(out, want) {
+			t.Errorf("%s: want %s, got\n%s", c, want, out)
+		}
+	}
+	if out := strings.Join(r.cmd(`LIST (SUBSCRIBED RECURSIVEMATCH) "" %`), "\n"); !strings.Contains(out, `"gone" (CHILDINFO ("SUBSCRIBED"))`) {
+		t.Errorf("LIST (SUBSCRIBED RECURSIVEMATCH) %%: the parent of a subscribed name lacks CHILDINFO:\n%s", out)
+	}
+	if out := strings.Join(r.cmd(`LIST "" *`), "\n"); strings.Contains(out, "gone/child") {
+		t.Errorf("LIST shows a deleted mailbox:\n%s", out)
+	}
+	if l := last(r.cmd(`UNSUBSCRIBE gone/child`)); !strings.Contains(l, "OK") {
+		t.Fatal(l)
+	}
+	if out := strings.Join(r.cmd(`LSUB "" *`), "\n"); strings.Contains(out, "gone/child") {
+		t.Errorf("LSUB after UNSUBSCRIBE:\n%s", out)
+	}
+}

@@ -411,6 +411,17 @@ func (u *user) RenameMailbox(ctx context.Context, name, newName string) error {
 	return nil
 }
 
+// Subscriptions returns every subscribed name, also those of mailboxes
+// that no longer exist: a subscription outlives its mailbox (RFC 3501
+// 6.3.6), and LSUB and LIST (SUBSCRIBED) show it as \NonExistent.
+func (u *user) Subscriptions(ctx context.Context) ([]string, error) {
+	subs, _, err := readSubscriptions(u.root)
+	if err != nil && !errors.Is(err, errBadSubscriptions) {
+		return nil, fmt.Errorf("maildir: read subscriptions of %s: %w", u.acct.Name, err)
+	}
+	return subs, nil
+}
+
 func (u *user) SetSubscribed(ctx context.Context, name string, subscribed bool) error {
 	canon, err := normalizeName(name)
 	if err != nil {
