@@ -117,22 +117,7 @@ func TestImplicitTLS(t *testing.T) {
 		o.IsSecure = func(net.Conn) bool { return false }
 		o.TLSConfig = cfg
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ts.srv.ServeTLS(ln)
-	c, err := imapclient.DialTLS(ln.Addr().String(), &imapclient.Options{TLSConfig: &tls.Config{InsecureSkipVerify: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.Login("alice", alicePass).Wait(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
-		t.Fatal(err)
-	}
+	ts.tlsInbox(t)
 }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }

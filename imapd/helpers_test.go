@@ -3,6 +3,7 @@ package imapd_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -195,4 +196,27 @@ func (r *raw) login(user, pass string) {
 	if l := last(r.cmd("LOGIN " + user + " " + pass)); !strings.Contains(l, "OK") {
 		r.t.Fatalf("login: %s", l)
 	}
+}
+
+// tlsInbox serves ts on an implicit-TLS listener and returns a client
+// logged in as alice with INBOX selected, closed when t ends.
+func (ts *testServer) tlsInbox(t *testing.T) *imapclient.Client {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ts.srv.ServeTLS(ln)
+	c, err := imapclient.DialTLS(ln.Addr().String(), &imapclient.Options{TLSConfig: &tls.Config{InsecureSkipVerify: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.Login("alice", alicePass).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

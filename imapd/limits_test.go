@@ -1,9 +1,7 @@
 package imapd_test
 
 import (
-	"crypto/tls"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,7 +9,6 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/roost-mail/roost/imapd"
 )
@@ -179,22 +176,7 @@ func TestSearchPipelined(t *testing.T) {
 		}
 	})
 	t.Run("TLS", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go ts.srv.ServeTLS(ln)
-		c, err := imapclient.DialTLS(ln.Addr().String(), &imapclient.Options{TLSConfig: &tls.Config{InsecureSkipVerify: true}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if err := c.Login("alice", alicePass).Wait(); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Select("INBOX", nil).Wait(); err != nil {
-			t.Fatal(err)
-		}
+		c := ts.tlsInbox(t)
 		// Both commands are written before the first answer is read.
 		s1 := c.Search(&imap.SearchCriteria{Text: []string{"message 299"}}, nil)
 		s2 := c.Search(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "Subject", Value: "message 12"}}}, nil)
