@@ -2,9 +2,6 @@ package fileauth
 
 import (
 	"crypto/rand"
-	"crypto/sha1"
-	"crypto/sha256"
-	"crypto/sha512"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
@@ -224,40 +221,21 @@ func pbkdf2Params(encoded string) (params, bool) {
 // length rules: the decoy is random bytes of the stored length in the
 // stored encoding.
 func digestParams(scheme, encoded string) (params, bool) {
-	base, enc, suffixed := strings.Cut(scheme, ".")
-	if _, ok := schemes[scheme]; !ok && !suffixed {
+	if _, ok := schemes[scheme]; !ok && !strings.Contains(scheme, ".") {
 		return params{}, false
 	}
-	salted := strings.HasPrefix(base, "SSHA")
-	if salted {
-		base = base[1:]
-	}
-	var size int
-	switch base {
-	case "SHA", "SHA1":
-		size = sha1.Size
-	case "SHA256":
-		size = sha256.Size
-	case "SHA512":
-		size = sha512.Size
-	default:
+	d, ok := parseDigestScheme(scheme)
+	if !ok {
 		return params{}, false
 	}
-	encode, decode := base64.StdEncoding.EncodeToString, base64.StdEncoding.DecodeString
-	switch {
-	case !suffixed, enc == "B64", enc == "BASE64":
-	case enc == "HEX":
-		encode, decode = hex.EncodeToString, hex.DecodeString
-	default:
-		return params{}, false
-	}
-	raw, err := decode(encoded)
-	if err != nil || (salted && len(raw) <= size) || (!salted && len(raw) != size) {
+	size := d.newHash().Size()
+	raw, err := d.decode(encoded)
+	if err != nil || (d.salted && len(raw) <= size) || (!d.salted && len(raw) != size) {
 		return params{}, false // the verifier refuses it before any work
 	}
 	n := len(raw)
-	return params{class: "sha-" + strconv.Itoa(size*8) + " salted=" + strconv.FormatBool(salted) + " bytes=" + strconv.Itoa(n),
-		imitate: func() string { return encode(randomBytes(n)) }}, true
+	return params{class: "sha-" + strconv.Itoa(size*8) + " salted=" + strconv.FormatBool(d.salted) + " bytes=" + strconv.Itoa(n),
+		imitate: func() string { return d.encode(randomBytes(n)) }}, true
 }
 
 func randomBytes(n int) []byte {

@@ -108,38 +108,53 @@ func lookupScheme(scheme string) (schemeInfo, bool) {
 	if s, ok := schemes[scheme]; ok {
 		return s, true
 	}
-	base, enc, ok := strings.Cut(scheme, ".")
+	if !strings.Contains(scheme, ".") {
+		return schemeInfo{}, false
+	}
+	d, ok := parseDigestScheme(scheme)
 	if !ok {
 		return schemeInfo{}, false
 	}
-	var newHash func() hash.Hash
-	salted := strings.HasPrefix(base, "SSHA")
-	if salted {
+	if d.salted {
+		return schemeInfo{verify: verifySaltedEnc(d.newHash, d.decode)}, true
+	}
+	return schemeInfo{verify: verifyDigestEnc(d.newHash, d.decode)}, true
+}
+
+// digestScheme is what a SHA-family scheme name says: SHA, SHA1, SHA256,
+// SHA512, salted with an S in front, stored in base64 or, with a .HEX
+// suffix, in hex (.B64 and .BASE64 name base64).
+type digestScheme struct {
+	newHash func() hash.Hash
+	salted  bool
+	encode  func([]byte) string
+	decode  func(string) ([]byte, error)
+}
+
+func parseDigestScheme(scheme string) (digestScheme, bool) {
+	base, enc, suffixed := strings.Cut(scheme, ".")
+	d := digestScheme{salted: strings.HasPrefix(base, "SSHA"), encode: base64.StdEncoding.EncodeToString, decode: base64.StdEncoding.DecodeString}
+	if d.salted {
 		base = base[1:]
 	}
 	switch base {
 	case "SHA", "SHA1":
-		newHash = sha1.New
+		d.newHash = sha1.New
 	case "SHA256":
-		newHash = sha256.New
+		d.newHash = sha256.New
 	case "SHA512":
-		newHash = sha512.New
+		d.newHash = sha512.New
 	default:
-		return schemeInfo{}, false
+		return digestScheme{}, false
 	}
-	var decode func(string) ([]byte, error)
-	switch enc {
-	case "HEX":
-		decode = hex.DecodeString
-	case "B64", "BASE64":
-		decode = base64.StdEncoding.DecodeString
+	switch {
+	case !suffixed, enc == "B64", enc == "BASE64":
+	case enc == "HEX":
+		d.encode, d.decode = hex.EncodeToString, hex.DecodeString
 	default:
-		return schemeInfo{}, false
+		return digestScheme{}, false
 	}
-	if salted {
-		return schemeInfo{verify: verifySaltedEnc(newHash, decode)}, true
-	}
-	return schemeInfo{verify: verifyDigestEnc(newHash, decode)}, true
+	return d, true
 }
 
 func verifyPlain(encoded, password string) (bool, error) {
