@@ -136,13 +136,7 @@ func startMover(t *testing.T, role, root, out string) *exec.Cmd {
 
 func TestMoveMultiProcess(t *testing.T) {
 	const procs = 3
-	ctx := context.Background()
-	root := newMaildir(t)
-	u := openMover(t, root)
-	if err := u.CreateMailbox(ctx, "A", ""); err != nil {
-		t.Fatal(err)
-	}
-	fillInbox(t, u, moveN)
+	root, _ := moveFixture(t, moveN)
 	work := t.TempDir()
 	// A fourth process changes flags meanwhile: movers find renamed files.
 	flagOut := filepath.Join(work, "flag")
@@ -196,12 +190,7 @@ func TestMoveMultiProcess(t *testing.T) {
 func TestMoveKilled(t *testing.T) {
 	const kills = 12
 	ctx := context.Background()
-	root := newMaildir(t)
-	u := openMover(t, root)
-	if err := u.CreateMailbox(ctx, "A", ""); err != nil {
-		t.Fatal(err)
-	}
-	fillInbox(t, u, moveN)
+	root, _ := moveFixture(t, moveN)
 	validity := func() map[string]uint32 {
 		out := map[string]uint32{}
 		for _, f := range []string{"INBOX", "A", "Trash"} {
@@ -294,13 +283,7 @@ func moveOverFileSizeLimit(t *testing.T, w io.Writer, u backend.User) {
 // after the files were renamed into it; they go back to their exact
 // names in the source, and nothing is lost or found twice.
 func TestMoveUidlistWriteFails(t *testing.T) {
-	ctx := context.Background()
-	root := newMaildir(t)
-	u := openMover(t, root)
-	if err := u.CreateMailbox(ctx, "A", ""); err != nil {
-		t.Fatal(err)
-	}
-	fillInbox(t, u, 6)
+	root, u := moveFixture(t, 6)
 	syncBox(t, u, "A") // A gets its uidlist
 	before := listFiles(t, root)
 	out := filepath.Join(t.TempDir(), "out")

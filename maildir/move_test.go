@@ -25,6 +25,19 @@ func moveAccount(root string) backend.Account {
 	return backend.Account{Name: "mover", Maildir: root, QuotaBytes: moveQuota, UID: -1, GID: -1}
 }
 
+// moveFixture makes a Maildir with a folder A and n messages in INBOX,
+// opened for moving.
+func moveFixture(t *testing.T, n int) (string, backend.User) {
+	t.Helper()
+	root := newMaildir(t)
+	u := openMover(t, root)
+	if err := u.CreateMailbox(context.Background(), "A", ""); err != nil {
+		t.Fatal(err)
+	}
+	fillInbox(t, u, n)
+	return root, u
+}
+
 func openMover(t *testing.T, root string) backend.User {
 	t.Helper()
 	u, err := newTestStore(t, Options{}).Open(context.Background(), moveAccount(root))
