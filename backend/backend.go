@@ -124,7 +124,12 @@ type Message struct {
 	Keywords []string
 	// InternalDate is the IMAP INTERNALDATE (the file's mtime in Maildir).
 	InternalDate time.Time
-	// Size is the exact size of the message with CRLF line endings.
+	// Size is the exact size of the message with CRLF line endings, or -1
+	// while the store has not measured it: a file another program wrote
+	// without its size in the name is only read when someone needs the
+	// size (Mailbox.MessageSize), so that opening a big mailbox for the
+	// first time does not read every message. A store measures such
+	// messages in the background too; later snapshots carry the sizes.
 	Size int64
 	// UIDL is a POP3 UIDL kept for this message (migrated from another
 	// server), or "" if the UIDL is derived from UID and UIDVALIDITY.
@@ -298,8 +303,13 @@ type Mailbox interface {
 	Sync(ctx context.Context) (*Snapshot, error)
 	Status(ctx context.Context) (Status, error)
 	// OpenMessage streams the message in CRLF form, exactly Message.Size
-	// octets. It fails with ErrNoSuchMessage if the message was expunged.
+	// octets (MessageSize's, where the snapshot has -1). It fails with
+	// ErrNoSuchMessage if the message was expunged.
 	OpenMessage(ctx context.Context, uid UID) (io.ReadCloser, error)
+	// MessageSize returns the CRLF size of message uid, reading the file
+	// if it was not measured yet (Message.Size -1). It fails with
+	// ErrNoSuchMessage if the message was expunged.
+	MessageSize(ctx context.Context, uid UID) (int64, error)
 	// Append stores a new message read from r. It checks the quota after
 	// writing to tmp/ and before the message becomes visible.
 	Append(ctx context.Context, r io.Reader, opts AppendOptions) (AppendResult, error)

@@ -76,6 +76,14 @@ func (mb *mailbox) locate(ctx context.Context, uid backend.UID, rescan bool) (st
 	return st.path(i), st.msgs[i], nil
 }
 
+func (mb *mailbox) MessageSize(ctx context.Context, uid backend.UID) (int64, error) {
+	_, m, err := mb.locate(ctx, uid, false)
+	if err != nil {
+		return 0, err
+	}
+	return m.Size, nil
+}
+
 func (mb *mailbox) OpenMessage(ctx context.Context, uid backend.UID) (io.ReadCloser, error) {
 	f, m, err := mb.openFile(ctx, uid)
 	if err != nil {
