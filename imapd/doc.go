@@ -17,9 +17,12 @@
 //     FETCH, STORE or SEARCH, and EXISTS is held back with it, so sequence
 //     numbers never change under a command (RFC 3501 7.4.1).
 //   - Message content is read only through Mailbox.OpenMessage, whose CRLF
-//     form is exactly Message.Size octets; sections are byte ranges of it,
-//     streamed, never loaded whole. FLAGS, UID, INTERNALDATE and
-//     RFC822.SIZE never open a file.
+//     form is exactly Message.Size octets (Mailbox.MessageSize's where the
+//     store has not measured it yet and says -1); sections are byte ranges
+//     of it, streamed, never loaded whole. FLAGS, UID and INTERNALDATE
+//     never open a file; RFC822.SIZE, BODY[], BODY[TEXT], BINARY[] and
+//     LARGER/SMALLER ask MessageSize only for an unmeasured message, once
+//     per message per command, keeping the answer out of the snapshot.
 //   - Content-derived data (ENVELOPE, MIME structure) is cached under the
 //     user and the message's stable key; a key's content never changes.
 //   - EXAMINE never changes a mailbox: no STORE, EXPUNGE, MOVE, and no

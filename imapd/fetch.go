@@ -17,8 +17,9 @@ import (
 
 // Fetch implements FETCH and UID FETCH (RFC 3501 6.4.5, RFC 3516 BINARY).
 // Data kept in the snapshot (FLAGS, UID, INTERNALDATE, RFC822.SIZE) costs
-// no file access; ENVELOPE and BODYSTRUCTURE come from the cache or one
-// read of the message; body sections are byte ranges of the file, streamed.
+// no file access, but for a size the store has not measured yet (size.go);
+// ENVELOPE and BODYSTRUCTURE come from the cache or one read of the
+// message; body sections are byte ranges of the file, streamed.
 func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, opts *imap.FetchOptions) error {
 	defer s.timed("FETCH")()
 	idx, err := s.resolve(numSet)
@@ -112,6 +113,15 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, scratch *fetchScratch, seq
 	if (needInfo || len(opts.BodySection) > 0 || len(opts.BinarySection) > 0) && !exists {
 		return errNeedsContent
 	}
+	size := int64(-1) // m's size, asked for only if an item needs it
+	if fetchNeedsSize(opts) {
+		var err error
+		if size, err = s.messageSize(m); errors.Is(err, backend.ErrNoSuchMessage) {
+			return err
+		} else if err != nil {
+			return s.fail("fetch", err)
+		}
+	}
 	var info *msgInfo
 	if needInfo {
 		var err error
@@ -129,14 +139,14 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, scratch *fetchScratch, seq
 		}()
 	}
 	for _, sec := range opts.BodySection {
-		p, err := s.planBody(m, info, sec)
+		p, err := s.planBody(m, size, info, sec)
 		if err != nil {
 			return err
 		}
 		plans = append(plans, p)
 	}
 	for _, sec := range opts.BinarySection {
-		p, err := s.planBinary(m, info, sec.Part, sec.Partial)
+		p, err := s.planBinary(m, size, info, sec.Part, sec.Partial)
 		if err != nil {
 			return err
 		}
@@ -144,7 +154,7 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, scratch *fetchScratch, seq
 	}
 	var binSizes []int64
 	for _, sec := range opts.BinarySectionSize {
-		p, err := s.planBinary(m, info, sec.Part, nil)
+		p, err := s.planBinary(m, size, info, sec.Part, nil)
 		if err != nil {
 			return err
 		}
@@ -170,7 +180,7 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, scratch *fetchScratch, seq
 		rw.WriteInternalDate(m.InternalDate)
 	}
 	if opts.RFC822Size {
-		rw.WriteRFC822Size(m.Size)
+		rw.WriteRFC822Size(size)
 	}
 	if opts.Envelope {
 		rw.WriteEnvelope(info.env)
@@ -317,22 +327,27 @@ func (p *sectionPlan) applyPartial(partial *imap.SectionPartial) {
 	p.size = n
 }
 
-func (s *session) planBody(m *backend.Message, info *msgInfo, sec *imap.FetchItemBodySection) (sectionPlan, error) {
+// planBody plans BODY[section]. size is the message's size, or -1 if
+// fetchNeedsSize says the section does not need it.
+func (s *session) planBody(m *backend.Message, size int64, info *msgInfo, sec *imap.FetchItemBodySection) (sectionPlan, error) {
 	var p sectionPlan
 	var hdrLen int64
 	if info != nil { // nil for BODY[], which needs no structure
-		hdrLen = min(info.hdrLen, m.Size)
+		hdrLen = info.hdrLen
+		if size >= 0 {
+			hdrLen = min(hdrLen, size)
+		}
 	}
 	var hdrOff, hdrEnd int64 = -1, -1 // header range to filter
 	switch {
 	case len(sec.Part) == 0:
 		switch sec.Specifier {
 		case imap.PartSpecifierNone:
-			p = rangePlan(0, m.Size)
+			p = rangePlan(0, size)
 		case imap.PartSpecifierHeader:
 			p, hdrOff, hdrEnd = rangePlan(0, hdrLen), 0, hdrLen
 		case imap.PartSpecifierText:
-			p = rangePlan(hdrLen, m.Size)
+			p = rangePlan(hdrLen, size)
 		default:
 			p = sectionPlan{buf: []byte{}}
 		}
@@ -371,10 +386,11 @@ func (s *session) planBody(m *backend.Message, info *msgInfo, sec *imap.FetchIte
 
 // planBinary plans BINARY[part] (RFC 3516): the part's content with its
 // Content-Transfer-Encoding removed. The decoded size is found by decoding
-// once, so that the literal can be streamed the second time.
-func (s *session) planBinary(m *backend.Message, info *msgInfo, path []int, partial *imap.SectionPartial) (sectionPlan, error) {
+// once, so that the literal can be streamed the second time. size is as
+// for planBody.
+func (s *session) planBinary(m *backend.Message, size int64, info *msgInfo, path []int, partial *imap.SectionPartial) (sectionPlan, error) {
 	if len(path) == 0 {
-		p := rangePlan(0, m.Size)
+		p := rangePlan(0, size)
 		p.applyPartial(partial)
 		return p, nil
 	}

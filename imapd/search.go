@@ -1,6 +1,7 @@
 package imapd
 
 import (
+	"errors"
 	"io"
 	"strings"
 	"time"
@@ -19,7 +20,8 @@ const maxSearchPart = 16 << 20
 
 // Search implements SEARCH and UID SEARCH with every key go-imap parses,
 // ESEARCH results (RFC 4731) and SEARCHRES (RFC 5182). Keys on flags,
-// dates, sizes and numbers cost no file access; FROM, TO, CC, BCC, SUBJECT
+// dates, sizes and numbers cost no file access (but LARGER and SMALLER on
+// a size the store has not measured yet, size.go); FROM, TO, CC, BCC, SUBJECT
 // and SENTBEFORE/ON/SINCE use the cached ENVELOPE; HEADER reads the
 // header; BODY and TEXT decode each text part's transfer encoding and
 // charset and compare case-insensitively. Programs beyond the limits of
@@ -50,6 +52,9 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 		}
 		if sm.match(prog) {
 			matches = append(matches, k)
+		}
+		if sm.err != nil {
+			return nil, s.fail("search", sm.err)
 		}
 	}
 	data := &imap.SearchData{Count: uint32(len(matches))}
@@ -90,11 +95,14 @@ type searchMsg struct {
 	hdr     *gomessage.Header
 	hdrText string
 	texts   []string // decoded text parts, lower-cased
-	loaded  int      // bit 1: info, 2: header, 4: texts
+	size    int64    // m.Size, or the store's measure; -1 if the message is gone
+	loaded  int      // bit 1: info, 2: header, 4: texts, 8: size
+	err     error    // the store could not say the size: the search fails
 }
 
 // match evaluates p, cheapest keys first, so that content is read only
-// for messages that pass the keys on flags, sizes, dates and numbers.
+// for messages that pass the keys on flags, dates, numbers and sizes (a
+// size the store has not measured costs a read, hence after dates).
 func (sm *searchMsg) match(p *searchProg) bool {
 	m := sm.m
 	for _, rs := range p.seqs {
@@ -117,11 +125,14 @@ func (sm *searchMsg) match(p *searchProg) bool {
 			return false
 		}
 	}
-	if p.larger > 0 && m.Size <= p.larger || p.smaller > 0 && m.Size >= p.smaller {
-		return false
-	}
 	if !inDateRange(m.InternalDate, p.since, p.before) {
 		return false
+	}
+	if p.larger > 0 || p.smaller > 0 {
+		size := sm.loadSize()
+		if size < 0 || p.larger > 0 && size <= p.larger || p.smaller > 0 && size >= p.smaller {
+			return false
+		}
 	}
 	for _, not := range p.nots {
 		if sm.match(not) {
@@ -179,6 +190,26 @@ func inDateRange(t, since, before time.Time) bool {
 		return false
 	}
 	return before.IsZero() || day.Before(before)
+}
+
+// loadSize returns the message's size, or -1 if it was expunged: like
+// the content keys, LARGER and SMALLER match no expunged message whose
+// size is unknown.
+func (sm *searchMsg) loadSize() int64 {
+	if sm.loaded&8 == 0 {
+		sm.loaded |= 8
+		sm.size = sm.m.Size
+		if sm.size < 0 && sm.exists {
+			n, err := sm.s.messageSize(sm.m)
+			switch {
+			case err == nil:
+				sm.size = n
+			case !errors.Is(err, backend.ErrNoSuchMessage):
+				sm.err = err
+			}
+		}
+	}
+	return sm.size
 }
 
 func (sm *searchMsg) loadInfo() *msgInfo {

@@ -1,0 +1,319 @@
+package imapd_test
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/emersion/go-imap/v2"
+
+	"github.com/roost-mail/roost/auth"
+	"github.com/roost-mail/roost/backend"
+	"github.com/roost-mail/roost/imapd"
+)
+
+// unmeasuredStore wraps the real maildir store so that it looks like a
+// store whose measurer has not reached some messages yet: its snapshots
+// and SetFlags answers report Size -1 for the messages hide picks (every
+// message if hide is nil), and MessageSize delegates to the real store,
+// counted. before, if set, runs before each MessageSize is delegated (to
+// expunge the message first, as another session could).
+type unmeasuredStore struct {
+	backend.Store
+	hide   func(backend.Message) bool
+	before func(mb backend.Mailbox, uid backend.UID)
+	calls  *atomic.Int64
+}
+
+type unmeasuredUser struct {
+	backend.User
+	s *unmeasuredStore
+}
+
+type unmeasuredMailbox struct {
+	backend.Mailbox
+	s *unmeasuredStore
+
+	mu        sync.Mutex
+	real, out *backend.Snapshot // the last snapshot converted, and its conversion
+}
+
+func newUnmeasuredStore(inner backend.Store, hide func(backend.Message) bool) *unmeasuredStore {
+	return &unmeasuredStore{Store: inner, hide: hide, calls: new(atomic.Int64)}
+}
+
+func (s *unmeasuredStore) Open(ctx context.Context, acct backend.Account) (backend.User, error) {
+	u, err := s.Store.Open(ctx, acct)
+	if err != nil {
+		return nil, err
+	}
+	return unmeasuredUser{u, s}, nil
+}
+
+func (u unmeasuredUser) OpenMailbox(ctx context.Context, name string) (backend.Mailbox, error) {
+	mb, err := u.User.OpenMailbox(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return &unmeasuredMailbox{Mailbox: mb, s: u.s}, nil
+}
+
+func (s *unmeasuredStore) unmeasure(msgs []backend.Message) []backend.Message {
+	out := make([]backend.Message, len(msgs))
+	for i, m := range msgs {
+		if s.hide == nil || s.hide(m) {
+			m.Size = -1
+		}
+		out[i] = m
+	}
+	return out
+}
+
+// Sync returns the same converted snapshot for the same real one, as a
+// store does when nothing changed (imapd compares snapshot pointers).
+func (mb *unmeasuredMailbox) Sync(ctx context.Context) (*backend.Snapshot, error) {
+	snap, err := mb.Mailbox.Sync(ctx)
+	if err != nil {
+		return nil, err
+	}
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	if snap != mb.real {
+		out := *snap
+		out.Messages = mb.s.unmeasure(snap.Messages)
+		mb.real, mb.out = snap, &out
+	}
+	return mb.out, nil
+}
+
+func (mb *unmeasuredMailbox) SetFlags(ctx context.Context, uids []backend.UID, op backend.FlagOp, flags backend.Flags, kws []string) ([]backend.Message, error) {
+	msgs, err := mb.Mailbox.SetFlags(ctx, uids, op, flags, kws)
+	return mb.s.unmeasure(msgs), err
+}
+
+func (mb *unmeasuredMailbox) MessageSize(ctx context.Context, uid backend.UID) (int64, error) {
+	mb.s.calls.Add(1)
+	if mb.s.before != nil {
+		mb.s.before(mb.Mailbox, uid)
+	}
+	return mb.Mailbox.MessageSize(ctx, uid)
+}
+
+// sizeMessages are the messages the size tests serve: MIME parts, odd
+// shapes, line ends to convert and a big one.
+var sizeMessages = []string{
+	mimeMessage,
+	"Subject: only a header\n",
+	"",
+	"no header line at all\n\nbody\n",
+	"From: carol@example.org\r\nSubject: CRLF already\r\n\r\nmixed\nline\r\nends\n",
+	"From: dave@example.net\nSubject: binary\nContent-Transfer-Encoding: base64\n\nAAECAwQFBgcICQoLDA0ODw==\n",
+	"From: erin@example.com\nSubject: big\n\n" + strings.Repeat("a line of a long message body\n", 8000),
+}
+
+// unmeasuredPair delivers sizeMessages to alice and returns two servers on
+// the same Maildir: one over the maildir store as it is, one over the
+// same store wrapped by unmeasuredStore with hide.
+func unmeasuredPair(t *testing.T, hide func(backend.Message) bool) (known, unknown *testServer, us *unmeasuredStore) {
+	t.Helper()
+	var a auth.Authenticator
+	known = newTestServer(t, func(o *imapd.Options) { a = o.Auth })
+	for _, m := range sizeMessages {
+		known.deliver(t, "alice", "", m)
+	}
+	unknown = newTestServer(t, func(o *imapd.Options) {
+		us = newUnmeasuredStore(o.Store, hide)
+		o.Store, o.Auth = us, a
+	})
+	return known, unknown, us
+}
+
+// sizeCommands need sizes (counted: one MessageSize per message).
+var sizeCommands = []string{
+	"FETCH 1:* (UID FLAGS RFC822.SIZE)",
+	"FETCH 1:* FAST",
+	"FETCH 1:* ALL",
+	"FETCH 1:* FULL",
+	"FETCH 1:* RFC822",
+	"FETCH 1:* RFC822.TEXT",
+	"FETCH 1:* (RFC822.SIZE BODY.PEEK[] BODY.PEEK[TEXT] BINARY.PEEK[] BINARY.SIZE[])",
+	"FETCH 1:* BODY.PEEK[]<0.10>",
+	"FETCH 1:* BODY.PEEK[]<5.100000>",
+	"FETCH 1:* BODY.PEEK[]<100000.10>",
+	"FETCH 1:* BODY.PEEK[TEXT]<3.20>",
+	"FETCH 1:* BINARY.PEEK[]<2.7>",
+	"UID FETCH 1:* (RFC822.SIZE ENVELOPE)",
+	"SEARCH LARGER 100",
+	"SEARCH SMALLER 100",
+	"SEARCH NOT LARGER 500",
+	"SEARCH OR LARGER 200000 SMALLER 30",
+	"SEARCH LARGER 1 SMALLER 30",
+	"SEARCH RETURN (MIN MAX COUNT) LARGER 200",
+	"UID SEARCH SMALLER 1000 NOT FROM carol",
+}
+
+// noSizeCommands must not ask the store for a single size.
+var noSizeCommands = []string{
+	"FETCH 1:* (UID FLAGS)",
+	"FETCH 1:* (ENVELOPE INTERNALDATE)",
+	"FETCH 1:* (BODYSTRUCTURE BODY.PEEK[HEADER] RFC822.HEADER)",
+	"FETCH 1:* (BODY.PEEK[1] BODY.PEEK[1.MIME] BODY.PEEK[3.TEXT] BODY.PEEK[HEADER.FIELDS (SUBJECT)])",
+	"FETCH 1:* (BINARY.PEEK[1] BINARY.SIZE[2])",
+	"SEARCH FROM carol",
+	"SEARCH UNSEEN SINCE 1-Jan-2000",
+	"SEARCH BODY line",
+	"STATUS INBOX (MESSAGES SIZE)",
+}
+
+// TestUnmeasuredSizesAnswerAlike: a client cannot tell a store that has
+// not measured sizes from one that has: every FETCH and SEARCH that uses
+// sizes answers byte for byte alike, each asks MessageSize once per
+// unmeasured message, and the items that need no size (FLAGS, ENVELOPE,
+// BODYSTRUCTURE, headers, parts, SEARCH on other keys) ask it never.
+// STATUS SIZE, which the store sums, is exact too.
+func TestUnmeasuredSizesAnswerAlike(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		hide func(backend.Message) bool
+	}{
+		{"all unmeasured", nil},
+		{"odd UIDs unmeasured", func(m backend.Message) bool { return m.UID%2 == 1 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			known, unknown, us := unmeasuredPair(t, tc.hide)
+			unmeasured := int64(len(sizeMessages))
+			if tc.hide != nil {
+				unmeasured = int64(len(sizeMessages)+1) / 2
+			}
+			rk, ru := known.raw(t), unknown.raw(t)
+			for _, r := range []*raw{rk, ru} {
+				r.login("alice", alicePass)
+				if l := last(r.cmd("EXAMINE INBOX")); !strings.Contains(l, "OK") {
+					t.Fatal(l)
+				}
+			}
+			for _, cmd := range append(append([]string{}, sizeCommands...), noSizeCommands...) {
+				before := us.calls.Load()
+				want := strings.Join(rk.cmd(cmd), "\r\n")
+				got := strings.Join(ru.cmd(cmd), "\r\n")
+				if got != want {
+					t.Errorf("%s: unmeasured sizes answer\n%.2000q\nmeasured sizes answer\n%.2000q", cmd, got, want)
+				}
+				if !strings.Contains(last(strings.Split(got, "\r\n")), " OK ") {
+					t.Errorf("%s: %s", cmd, last(strings.Split(got, "\r\n")))
+				}
+				calls, needs := us.calls.Load()-before, slices.Contains(sizeCommands, cmd)
+				search := strings.Contains(cmd, "SEARCH")
+				switch {
+				case needs && search && calls > unmeasured: // a message failing a cheaper key is not measured
+					t.Errorf("%s: %d MessageSize calls for %d unmeasured messages", cmd, calls, unmeasured)
+				case needs && !search && calls != unmeasured:
+					t.Errorf("%s: %d MessageSize calls, want one per unmeasured message (%d)", cmd, calls, unmeasured)
+				case !needs && calls != 0:
+					t.Errorf("%s: %d MessageSize calls, want none", cmd, calls)
+				}
+			}
+			// STATUS SIZE is the sum of the CRLF sizes.
+			var sum int
+			for _, m := range sizeMessages {
+				sum += len(strings.ReplaceAll(strings.ReplaceAll(m, "\r\n", "\n"), "\n", "\r\n"))
+			}
+			if out := strings.Join(ru.cmd("STATUS INBOX (SIZE)"), "\n"); !strings.Contains(out, "SIZE "+strconv.Itoa(sum)+")") {
+				t.Errorf("STATUS SIZE with unmeasured sizes: %s, want %d", out, sum)
+			}
+		})
+	}
+}
+
+// TestUnmeasuredSizeSetsSeen: FETCH RFC822 in a selected mailbox sets
+// \Seen and takes the message from the store's answer to SetFlags, whose
+// size may be unmeasured too: the literal and RFC822.SIZE are still the
+// message's CRLF octets.
+func TestUnmeasuredSizeSetsSeen(t *testing.T) {
+	_, unknown, us := unmeasuredPair(t, nil)
+	c := unknown.login(t, "alice")
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	sec := &imap.FetchItemBodySection{}
+	msgs, err := c.Fetch(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{Flags: true, RFC822Size: true, BodySection: []*imap.FetchItemBodySection{sec}}).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != len(sizeMessages) {
+		t.Fatalf("%d messages, want %d", len(msgs), len(sizeMessages))
+	}
+	for i, m := range msgs {
+		want := strings.ReplaceAll(strings.ReplaceAll(sizeMessages[i], "\r\n", "\n"), "\n", "\r\n")
+		if got := m.FindBodySection(sec); string(got) != want || m.RFC822Size != int64(len(want)) {
+			t.Errorf("message %d: RFC822.SIZE %d and %d octets, want %d", i+1, m.RFC822Size, len(got), len(want))
+		}
+		if !slices.Contains(m.Flags, imap.FlagSeen) {
+			t.Errorf("message %d: flags %v after FETCH BODY[]", i+1, m.Flags)
+		}
+	}
+	if n := us.calls.Load(); n != int64(len(sizeMessages)) {
+		t.Errorf("%d MessageSize calls, want %d", n, len(sizeMessages))
+	}
+}
+
+// TestUnmeasuredSizeOfExpungedMessage: a message expunged just before the
+// store measures it (MessageSize says ErrNoSuchMessage) is handled like a
+// message whose file vanished: FETCH leaves it out and answers
+// NO [EXPUNGEISSUED], sending the others whole; SEARCH LARGER/SMALLER does
+// not match it; the next NOOP reports the EXPUNGE.
+func TestUnmeasuredSizeOfExpungedMessage(t *testing.T) {
+	for _, cmd := range []string{"FETCH 1:* RFC822.SIZE", "FETCH 1:* (FLAGS BODY.PEEK[])", "FETCH 1:* BINARY.SIZE[]", "SEARCH LARGER 1", "SEARCH SMALLER 1000000"} {
+		t.Run(cmd, func(t *testing.T) {
+			_, unknown, us := unmeasuredPair(t, nil)
+			var once sync.Once
+			us.before = func(mb backend.Mailbox, uid backend.UID) {
+				if uid == 2 {
+					once.Do(func() {
+						if _, err := mb.Expunge(context.Background(), []backend.UID{uid}); err != nil {
+							t.Error(err)
+						}
+					})
+				}
+			}
+			r := unknown.raw(t)
+			r.login("alice", alicePass)
+			r.cmd("SELECT INBOX")
+			lines := r.cmd(cmd)
+			out := strings.Join(lines, "\n")
+			if strings.HasPrefix(cmd, "SEARCH") {
+				want := "* SEARCH 1 3 4 5 6 7" // message 2 is gone
+				if strings.Contains(cmd, "LARGER") {
+					want = "* SEARCH 1 4 5 6 7" // and message 3 is empty
+				}
+				if !strings.Contains(out, want+"\n") || !strings.Contains(last(lines), "OK") {
+					t.Errorf("%s with message 2 expunged before its size was measured:\n%s\nwant %s", cmd, out, want)
+				}
+			} else {
+				if !strings.Contains(last(lines), "NO [EXPUNGEISSUED]") {
+					t.Errorf("%s: %s", cmd, last(lines))
+				}
+				if strings.Contains(out, "* 2 FETCH") {
+					t.Errorf("%s sent the expunged message:\n%.500s", cmd, out)
+				}
+				for _, seq := range []int{1, 3, 4, 5, 6, 7} {
+					if !strings.Contains(out, fmt.Sprintf("* %d FETCH", seq)) {
+						t.Errorf("%s lost message %d:\n%.500s", cmd, seq, out)
+					}
+				}
+				if strings.Contains(cmd, "BODY") && !strings.Contains(out, strings.Repeat("a line of a long message body\r\n", 8000)) {
+					t.Errorf("%s: the big message was not sent whole", cmd)
+				}
+			}
+			if out := strings.Join(r.cmd("NOOP"), "\n"); !regexp.MustCompile(`(?m)^\* 2 EXPUNGE$`).MatchString(out) {
+				t.Errorf("NOOP after the expunge:\n%s", out)
+			}
+		})
+	}
+}
