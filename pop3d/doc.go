@@ -12,7 +12,10 @@
 // Implementation notes (invariants):
 //   - The maildrop is a snapshot of INBOX taken at login: message n stays
 //     message n for the whole session, and sizes come from the snapshot (the
-//     store's cached CRLF sizes), never from reading the files. Messages
+//     store's cached CRLF sizes). Only a size the store has not measured yet
+//     (Message.Size -1) is asked of Mailbox.MessageSize, at login, so that
+//     the session's sizes are exact and fixed; a message expunged meanwhile
+//     is left out of the maildrop. Messages
 //     are numbered in POP3 order: those with a migrated position (the
 //     dovecot-uidlist O field) first, then by UID, as Dovecot does.
 //   - One POP3 session per user at a time, through the backend's "pop3" lock;

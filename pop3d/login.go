@@ -243,6 +243,10 @@ func (s *session) openMaildrop(id *auth.Identity) (*maildrop, string) {
 		return fail("-ERR [SYS/TEMP] Cannot open your INBOX, try again later")
 	}
 	snap, err := mbox.Sync(s.ctx)
+	var drop *maildrop
+	if err == nil {
+		drop, err = newMaildrop(s.ctx, u, mbox, release, snap, s.srv.opts.MarkSeen)
+	}
 	if err != nil {
 		mbox.Close()
 		s.log.Error("pop3 cannot read INBOX", "err", err)
@@ -253,7 +257,7 @@ func (s *session) openMaildrop(id *auth.Identity) (*maildrop, string) {
 			s.log.Warn("pop3 cannot record login time for LOGIN-DELAY", "err", err)
 		}
 	}
-	return newMaildrop(u, mbox, release, snap, s.srv.opts.MarkSeen), ""
+	return drop, ""
 }
 
 // newTimestamp makes an RFC 1939 APOP timestamp: unique per greeting.

@@ -19,7 +19,7 @@ type maildrop struct {
 	mbox     backend.Mailbox
 	release  func() error
 	uidv     uint32
-	msgs     []backend.Message // in POP3 order (pop3Order); immutable
+	msgs     []backend.Message // in POP3 order (pop3Order), sizes measured; immutable
 	deleted  []bool
 	sent     []bool // RETR completed: to be marked \Seen
 	markSeen bool
@@ -28,18 +28,54 @@ type maildrop struct {
 	size     int64 // their total size
 }
 
-func newMaildrop(u backend.User, mbox backend.Mailbox, release func() error, snap *backend.Snapshot, markSeen bool) *maildrop {
+// newMaildrop makes the maildrop of snap. It fails only if the store
+// cannot say the size of a message it has not measured yet.
+func newMaildrop(ctx context.Context, u backend.User, mbox backend.Mailbox, release func() error, snap *backend.Snapshot, markSeen bool) (*maildrop, error) {
+	msgs, err := measured(ctx, mbox, pop3Order(snap.Messages))
+	if err != nil {
+		return nil, err
+	}
 	d := &maildrop{
 		user: u, mbox: mbox, release: release, uidv: snap.UIDValidity,
-		msgs:    pop3Order(snap.Messages),
-		deleted: make([]bool, len(snap.Messages)),
-		sent:    make([]bool, len(snap.Messages)),
-		count:   len(snap.Messages), markSeen: markSeen,
+		msgs:    msgs,
+		deleted: make([]bool, len(msgs)),
+		sent:    make([]bool, len(msgs)),
+		count:   len(msgs), markSeen: markSeen,
 	}
 	for i := range d.msgs {
 		d.size += d.msgs[i].Size
 	}
-	return d
+	return d, nil
+}
+
+// measured returns msgs with every size known. STAT, LIST and RETR promise
+// exact octet counts (RFC 1939 section 11) for the whole session, so a size
+// the store has not measured yet (Message.Size -1: a file Postfix wrote
+// that the store has not read) is asked of Mailbox.MessageSize now, at
+// login. A message expunged meanwhile is left out, as if the snapshot had
+// been taken a moment later. msgs, which may be the store's snapshot, is
+// not modified; when every size is known it is returned as it is.
+func measured(ctx context.Context, mbox backend.Mailbox, msgs []backend.Message) ([]backend.Message, error) {
+	first := slices.IndexFunc(msgs, func(m backend.Message) bool { return m.Size < 0 })
+	if first < 0 {
+		return msgs, nil
+	}
+	out := make([]backend.Message, first, len(msgs))
+	copy(out, msgs)
+	for _, m := range msgs[first:] {
+		if m.Size < 0 {
+			n, err := mbox.MessageSize(ctx, m.UID)
+			if errors.Is(err, backend.ErrNoSuchMessage) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("measure message %d: %w", m.UID, err)
+			}
+			m.Size = n
+		}
+		out = append(out, m)
+	}
+	return out, nil
 }
 
 // pop3Order returns msgs (sorted by UID) in POP3 order, as Dovecot lists
