@@ -2,7 +2,9 @@ package imapd_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strconv"
@@ -16,6 +18,7 @@ import (
 	"github.com/roost-mail/roost/auth"
 	"github.com/roost-mail/roost/backend"
 	"github.com/roost-mail/roost/imapd"
+	"github.com/roost-mail/roost/internal/testenv"
 )
 
 // unmeasuredStore wraps the real maildir store so that it looks like a
@@ -23,12 +26,13 @@ import (
 // and SetFlags answers report Size -1 for the messages hide picks (every
 // message if hide is nil), and MessageSize delegates to the real store,
 // counted. before, if set, runs before each MessageSize is delegated (to
-// expunge the message first, as another session could).
+// expunge the message first, as another session could); an error it
+// returns is MessageSize's.
 type unmeasuredStore struct {
 	backend.Store
 	hide   func(backend.Message) bool
-	before func(mb backend.Mailbox, uid backend.UID)
-	calls  *atomic.Int64
+	before func(mb backend.Mailbox, uid backend.UID) error
+	calls  atomic.Int64
 }
 
 type unmeasuredUser struct {
@@ -45,7 +49,7 @@ type unmeasuredMailbox struct {
 }
 
 func newUnmeasuredStore(inner backend.Store, hide func(backend.Message) bool) *unmeasuredStore {
-	return &unmeasuredStore{Store: inner, hide: hide, calls: new(atomic.Int64)}
+	return &unmeasuredStore{Store: inner, hide: hide}
 }
 
 func (s *unmeasuredStore) Open(ctx context.Context, acct backend.Account) (backend.User, error) {
@@ -100,7 +104,9 @@ func (mb *unmeasuredMailbox) SetFlags(ctx context.Context, uids []backend.UID, o
 func (mb *unmeasuredMailbox) MessageSize(ctx context.Context, uid backend.UID) (int64, error) {
 	mb.s.calls.Add(1)
 	if mb.s.before != nil {
-		mb.s.before(mb.Mailbox, uid)
+		if err := mb.s.before(mb.Mailbox, uid); err != nil {
+			return 0, err
+		}
 	}
 	return mb.Mailbox.MessageSize(ctx, uid)
 }
@@ -222,7 +228,7 @@ func TestUnmeasuredSizesAnswerAlike(t *testing.T) {
 			// STATUS SIZE is the sum of the CRLF sizes.
 			var sum int
 			for _, m := range sizeMessages {
-				sum += len(strings.ReplaceAll(strings.ReplaceAll(m, "\r\n", "\n"), "\n", "\r\n"))
+				sum += len(crlfAny(m))
 			}
 			if out := strings.Join(ru.cmd("STATUS INBOX (SIZE)"), "\n"); !strings.Contains(out, "SIZE "+strconv.Itoa(sum)+")") {
 				t.Errorf("STATUS SIZE with unmeasured sizes: %s, want %d", out, sum)
@@ -250,7 +256,7 @@ func TestUnmeasuredSizeSetsSeen(t *testing.T) {
 		t.Fatalf("%d messages, want %d", len(msgs), len(sizeMessages))
 	}
 	for i, m := range msgs {
-		want := strings.ReplaceAll(strings.ReplaceAll(sizeMessages[i], "\r\n", "\n"), "\n", "\r\n")
+		want := crlfAny(sizeMessages[i])
 		if got := m.FindBodySection(sec); string(got) != want || m.RFC822Size != int64(len(want)) {
 			t.Errorf("message %d: RFC822.SIZE %d and %d octets, want %d", i+1, m.RFC822Size, len(got), len(want))
 		}
@@ -272,15 +278,12 @@ func TestUnmeasuredSizeOfExpungedMessage(t *testing.T) {
 	for _, cmd := range []string{"FETCH 1:* RFC822.SIZE", "FETCH 1:* (FLAGS BODY.PEEK[])", "FETCH 1:* BINARY.SIZE[]", "SEARCH LARGER 1", "SEARCH SMALLER 1000000"} {
 		t.Run(cmd, func(t *testing.T) {
 			_, unknown, us := unmeasuredPair(t, nil)
-			var once sync.Once
-			us.before = func(mb backend.Mailbox, uid backend.UID) {
+			us.before = func(mb backend.Mailbox, uid backend.UID) error {
 				if uid == 2 {
-					once.Do(func() {
-						if _, err := mb.Expunge(context.Background(), []backend.UID{uid}); err != nil {
-							t.Error(err)
-						}
-					})
+					_, err := mb.Expunge(context.Background(), []backend.UID{uid})
+					return err
 				}
+				return nil
 			}
 			r := unknown.raw(t)
 			r.login("alice", alicePass)
@@ -316,4 +319,110 @@ func TestUnmeasuredSizeOfExpungedMessage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestUnmeasuredSizeUnreadable: when the store cannot say a size (an I/O
+// error, not an expunge), FETCH and SEARCH answer NO and log the error
+// rather than send a wrong size or a wrong result; FLAGS still work, and
+// so does everything once the store answers again.
+func TestUnmeasuredSizeUnreadable(t *testing.T) {
+	_, unknown, us := unmeasuredPair(t, nil)
+	us.before = func(backend.Mailbox, backend.UID) error { return errors.New("disk on fire") }
+	r := unknown.raw(t)
+	r.login("alice", alicePass)
+	r.cmd("SELECT INBOX")
+	for _, cmd := range []string{"FETCH 1 RFC822.SIZE", "FETCH 1:* BODY.PEEK[]", "SEARCH LARGER 10"} {
+		lines := r.cmd(cmd)
+		if l := last(lines); !strings.Contains(l, "NO [SERVERBUG]") {
+			t.Errorf("%s with the store failing: %s", cmd, l)
+		}
+		if len(lines) != 1 {
+			t.Errorf("%s with the store failing sent %q", cmd, lines)
+		}
+	}
+	if !strings.Contains(unknown.logs.String(), "disk on fire") {
+		t.Errorf("the store's error was not logged:\n%s", unknown.logs)
+	}
+	if l := last(r.cmd("FETCH 1:* FLAGS")); !strings.Contains(l, "OK") {
+		t.Errorf("FETCH FLAGS: %s", l)
+	}
+	us.before = nil
+	if out := strings.Join(r.cmd("SEARCH LARGER 10"), "\n"); !strings.Contains(out, "* SEARCH 1 2 4 5 6 7\n") {
+		t.Errorf("SEARCH once the store answers:\n%s", out)
+	}
+}
+
+// TestUnmeasuredSizesConcurrent: sessions measuring the same messages at
+// the same time (the race detector watches) all get the exact sizes.
+func TestUnmeasuredSizesConcurrent(t *testing.T) {
+	_, unknown, _ := unmeasuredPair(t, nil)
+	var wg sync.WaitGroup
+	for range 4 {
+		c := unknown.login(t, "alice")
+		wg.Go(func() {
+			if _, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+				t.Error(err)
+				return
+			}
+			sec := &imap.FetchItemBodySection{Peek: true}
+			for range 3 {
+				msgs, err := c.Fetch(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{RFC822Size: true, BodySection: []*imap.FetchItemBodySection{sec}}).Collect()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for i, m := range msgs {
+					if want := crlfAny(sizeMessages[i]); m.RFC822Size != int64(len(want)) || string(m.FindBodySection(sec)) != want {
+						t.Errorf("message %d: RFC822.SIZE %d, want %d", i+1, m.RFC822Size, len(want))
+					}
+				}
+				data, err := c.Search(&imap.SearchCriteria{Larger: 1}, nil).Wait()
+				if err != nil || len(data.AllSeqNums()) != len(sizeMessages)-1 {
+					t.Errorf("SEARCH LARGER 1: %v %v", data.AllSeqNums(), err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// TestUnmeasuredSizesImaplib: Python's imaplib gets the same FETCH and
+// SEARCH answers over unmeasured sizes as over measured ones.
+func TestUnmeasuredSizesImaplib(t *testing.T) {
+	py := testenv.Require(t, "python3", "python3")
+	known, unknown, us := unmeasuredPair(t, func(m backend.Message) bool { return m.UID != 3 })
+	script := `
+import imaplib, sys
+m = imaplib.IMAP4(sys.argv[1], int(sys.argv[2]))
+m.login(sys.argv[3], sys.argv[4])
+m.select("INBOX", readonly=True)
+print(m.fetch("1:*", "(RFC822.SIZE BODY.PEEK[] BODY.PEEK[TEXT]<2.40>)"))
+print(m.fetch("1:*", "(FLAGS RFC822.SIZE)"))
+print(m.uid("SEARCH", "LARGER", "100"))
+print(m.search(None, "SMALLER", "100"))
+m.logout()
+`
+	run := func(ts *testServer) string {
+		host, port := splitAddr(t, ts.addr)
+		out, err := exec.Command(py, "-c", script, host, port, "alice", alicePass).CombinedOutput()
+		if err != nil {
+			t.Fatalf("imaplib: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	want, got := run(known), run(unknown)
+	if got != want {
+		t.Errorf("imaplib over unmeasured sizes:\n%.2000s\nover measured sizes:\n%.2000s", got, want)
+	}
+	if !strings.Contains(got, "RFC822.SIZE "+strconv.Itoa(len(crlfAny(sizeMessages[6])))) {
+		t.Errorf("imaplib: no RFC822.SIZE of the big message in\n%.1000s", got)
+	}
+	if n := us.calls.Load(); n != int64(4*(len(sizeMessages)-1)) {
+		t.Errorf("%d MessageSize calls, want one per unmeasured message (%d) for each of the 4 commands", n, len(sizeMessages)-1)
+	}
+}
+
+// crlfAny is m with every line end CRLF, as the store serves it.
+func crlfAny(m string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(m, "\r\n", "\n"), "\n", "\r\n")
 }
