@@ -302,7 +302,7 @@ func (mb *mailbox) move(ctx context.Context, uids []backend.UID, dest string) (b
 func (mb *mailbox) prepareMove(s source) (pending, *moveSrc, error) {
 	m := &moveSrc{box: mb.st, path: s.path, key: s.msg.Key}
 	fl, _ := parseInfo(s.info)
-	p := pending{flags: fl, keywords: s.msg.Keywords, size: s.msg.Size, date: s.msg.InternalDate, srcUID: s.uid}
+	p := pending{flags: fl, keywords: s.msg.Keywords, date: s.msg.InternalDate, srcUID: s.uid}
 	if s.info != "" {
 		p.info = makeInfo(s.info, fl, 0)
 	}
@@ -324,7 +324,21 @@ func (mb *mailbox) prepareMove(s source) (pending, *moveSrc, error) {
 		phys = fi.Size()
 	}
 	p.phys = phys
-	p.key = fmt.Sprintf("%s,S=%d,W=%d", mb.u.s.names.next(), phys, s.msg.Size)
+	size, err := mb.st.messageSize(m.path, s.msg)
+	if errors.Is(err, fs.ErrNotExist) {
+		gone, rerr := m.relocate(&p)
+		if gone {
+			return p, m, errGone
+		}
+		if rerr == nil {
+			size, err = mb.st.messageSize(m.path, s.msg)
+		}
+	}
+	if err != nil {
+		return p, m, fmt.Errorf("maildir: move UID %d from %s: %w", s.uid, mb.name, err)
+	}
+	p.size = size
+	p.key = fmt.Sprintf("%s,S=%d,W=%d", mb.u.s.names.next(), phys, size)
 	return p, m, nil
 }
 
@@ -436,10 +450,15 @@ func (mb *mailbox) prepareCopy(ctx context.Context, s source, dst *mboxState) (p
 		}
 		phys = fi.Size()
 	}
+	// The copy's name carries its size: measure one not measured yet.
+	size, err := mb.st.messageSize(s.path, s.msg)
+	if err != nil {
+		return pending{}, err
+	}
 	fl, _ := parseInfo(s.info)
 	p := pending{
-		tmp: filepath.Join(dst.dir, "tmp", base), key: fmt.Sprintf("%s,S=%d,W=%d", base, phys, s.msg.Size),
-		flags: fl, keywords: s.msg.Keywords, size: s.msg.Size, phys: phys, date: s.msg.InternalDate,
+		tmp: filepath.Join(dst.dir, "tmp", base), key: fmt.Sprintf("%s,S=%d,W=%d", base, phys, size),
+		flags: fl, keywords: s.msg.Keywords, size: size, phys: phys, date: s.msg.InternalDate,
 		srcUID: s.uid,
 	}
 	if s.info != "" {
@@ -447,7 +466,7 @@ func (mb *mailbox) prepareCopy(ctx context.Context, s source, dst *mboxState) (p
 		// letters: the destination has its own dovecot-keywords.
 		p.info = makeInfo(s.info, fl, 0)
 	}
-	err := os.Link(s.path, p.tmp)
+	err = os.Link(s.path, p.tmp)
 	if err == nil {
 		return p, nil
 	}

@@ -99,7 +99,13 @@ func roostView(t *testing.T, u backend.User) view {
 		for _, m := range s.Messages {
 			flags := append(append([]string{}, m.Keywords...), m.Flags.Names()...)
 			sort.Strings(flags)
-			b.msgs = append(b.msgs, strings.TrimSpace(fmt.Sprintf("%d %d %d %s", m.UID, m.Size, m.InternalDate.Unix(), strings.Join(flags, " "))))
+			size := m.Size
+			if size < 0 {
+				if size, err = mb.MessageSize(ctx, m.UID); err != nil {
+					t.Fatal(err)
+				}
+			}
+			b.msgs = append(b.msgs, strings.TrimSpace(fmt.Sprintf("%d %d %d %s", m.UID, size, m.InternalDate.Unix(), strings.Join(flags, " "))))
 		}
 		v.boxes[mi.Name] = b
 		mb.Close()

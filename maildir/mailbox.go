@@ -52,8 +52,12 @@ func (mb *mailbox) Status(ctx context.Context) (backend.Status, error) {
 		if m.Flags&backend.FlagDeleted != 0 {
 			s.Deleted++
 		}
-		s.Size += m.Size
 	}
+	size, err := mb.st.sumSizes(ctx, snap.Messages)
+	if err != nil {
+		return backend.Status{}, fmt.Errorf("maildir: status of %s of %s: %w", mb.name, mb.u.acct.Name, err)
+	}
+	s.Size = size
 	return s, nil
 }
 
@@ -77,11 +81,24 @@ func (mb *mailbox) locate(ctx context.Context, uid backend.UID, rescan bool) (st
 }
 
 func (mb *mailbox) MessageSize(ctx context.Context, uid backend.UID) (int64, error) {
-	_, m, err := mb.locate(ctx, uid, false)
-	if err != nil {
-		return 0, err
+	for _, rescan := range []bool{false, true} {
+		p, m, err := mb.locate(ctx, uid, rescan)
+		if errors.Is(err, backend.ErrNoSuchMessage) && !rescan {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		n, err := mb.st.messageSize(p, m)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // moved (flags changed elsewhere) or expunged: look again
+		}
+		if err != nil {
+			return 0, fmt.Errorf("maildir: size of message %d in %s: %w", uid, mb.name, err)
+		}
+		return n, nil
 	}
-	return m.Size, nil
+	return 0, fmt.Errorf("maildir: %w: UID %d in %s", backend.ErrNoSuchMessage, uid, mb.name)
 }
 
 func (mb *mailbox) OpenMessage(ctx context.Context, uid backend.UID) (io.ReadCloser, error) {
@@ -89,11 +106,18 @@ func (mb *mailbox) OpenMessage(ctx context.Context, uid backend.UID) (io.ReadClo
 	if err != nil {
 		return nil, err
 	}
-	return newCRLFReader(f, m.Size), nil
+	// The reader must know the size: a file of unknown size is measured
+	// first (its pages are then cached for the stream).
+	size, err := mb.st.openSize(f, m)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("maildir: size of message %d in %s: %w", uid, mb.name, err)
+	}
+	return newCRLFReader(f, size), nil
 }
 
 // OpenRawMessage streams the message file as stored, with the LF line ends
-// Postfix writes, unconverted; its CRLF form is Message.Size octets.
+// Postfix writes, unconverted; its CRLF form is MessageSize octets.
 // pop3d turns LF into CRLF while dot-stuffing, in one pass, which keeps a
 // large RETR near the speed of copying the file.
 func (mb *mailbox) OpenRawMessage(ctx context.Context, uid backend.UID) (io.ReadCloser, error) {

@@ -9,7 +9,7 @@ import (
 
 // crlfReader streams a message file with every bare LF turned into CRLF,
 // producing exactly size bytes: a file that ends early is an error, and
-// anything beyond size is cut, so callers can trust Message.Size.
+// anything beyond size is cut, so callers can trust MessageSize.
 type crlfReader struct {
 	f      *os.File
 	buf    []byte

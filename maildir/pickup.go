@@ -13,7 +13,7 @@ import (
 // new/ alone, matches only the names found there and appends the new ones,
 // so a delivery into a big mailbox costs in proportion to new/, not to the
 // whole mailbox. Anything else — a file gone from new/, a record without
-// its file, a name also in cur/, a size to compute for an old record —
+// its file, a name also in cur/, a date to look up for an old record —
 // returns false, and the caller lists and matches everything. Caller holds
 // st.mu.
 func (st *mboxState) pickUpNew(ctx context.Context) (bool, error) {
@@ -119,8 +119,8 @@ func (st *mboxState) matchNew(names []string) (res matchResult, ok bool) {
 		}
 		m := st.msgs[i]
 		fl, kw := parseInfo(info)
-		if m.Size < 0 || m.InternalDate.IsZero() || fl != m.Flags || !slices.Equal(st.keywords(kw), m.Keywords) {
-			// A size or date to compute, or flags set on a file in
+		if m.InternalDate.IsZero() || fl != m.Flags || !slices.Equal(st.keywords(kw), m.Keywords) {
+			// A date to look up, or flags set on a file in
 			// new/: published messages cannot change in place.
 			return res, false
 		}

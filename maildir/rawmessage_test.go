@@ -13,7 +13,7 @@ import (
 
 // TestOpenRawMessage: the file as stored, LF line ends and all, found
 // after its flags moved it; OpenMessage's CRLF form of it is
-// Message.Size octets.
+// MessageSize octets.
 func TestOpenRawMessage(t *testing.T) {
 	root := newMaildir(t)
 	const body = "Subject: raw\n\n.dot\nno final newline"
@@ -40,8 +40,8 @@ func TestOpenRawMessage(t *testing.T) {
 	if err != nil || string(got) != body {
 		t.Errorf("raw: %q %v, want %q", got, err, body)
 	}
-	if want := int64(len(naiveCRLF([]byte(body)))); s.Messages[0].Size != want {
-		t.Errorf("size %d, want %d", s.Messages[0].Size, want)
+	if want := int64(len(naiveCRLF([]byte(body)))); mustSize(t, mb, uid) != want {
+		t.Errorf("size %d, want %d", mustSize(t, mb, uid), want)
 	}
 	if _, err := raw.OpenRawMessage(ctx, uid+1); !errors.Is(err, backend.ErrNoSuchMessage) {
 		t.Errorf("unknown UID: %v, want ErrNoSuchMessage", err)

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -17,8 +16,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/roost-mail/roost/backend"
 )
@@ -82,6 +79,14 @@ type mboxState struct {
 	curSettled bool
 
 	listings int // full listings of new/ and cur/, for tests
+
+	// Sizes of messages other programs wrote, measured in the background
+	// or on demand (measure.go).
+	sizeMu      sync.Mutex
+	sizes       map[string]int64  // by base name; measured, not yet in msgs
+	measuring   bool              // guarded by mu: a measurer runs
+	sizeChecked *backend.Snapshot // guarded by mu: last snapshot looked at for unknown sizes
+	sizeReads   atomic.Int64      // message files read for their size, for tests
 
 	stopWatch func()
 	watched   atomic.Bool // inotify reports every change to new/ and cur/
@@ -209,7 +214,11 @@ func (st *mboxState) find(uid backend.UID) int {
 func (st *mboxState) sync(ctx context.Context, force bool) (*backend.Snapshot, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return st.syncLocked(ctx, force)
+	snap, err := st.syncLocked(ctx, force)
+	if err == nil {
+		st.startMeasuring()
+	}
+	return snap, err
 }
 
 func (st *mboxState) syncLocked(ctx context.Context, force bool) (*backend.Snapshot, error) {
@@ -672,86 +681,3 @@ func (st *mboxState) freshUidlist() *uidlist {
 
 // uidvalidityFloorName holds the last UIDVALIDITY given to a mailbox.
 const uidvalidityFloorName = "roost-uidvalidity"
-
-// measure returns a message file's CRLF size (from ",W=" or by reading
-// it) and its mtime (the INTERNALDATE). buf is scratch space for reading,
-// reused across calls: a first open numbers 100,000 files in a row.
-func (s *Store) measure(path, key string, buf []byte) (int64, time.Time, error) {
-	if w, ok := sizeField(key, 'W'); ok {
-		st, err := os.Stat(path)
-		if err != nil {
-			return 0, time.Time{}, err
-		}
-		if !st.Mode().IsRegular() {
-			return 0, time.Time{}, fmt.Errorf("%s is not a regular file", path)
-		}
-		return w, st.ModTime(), nil
-	}
-	// Plain system calls: os.File's set-up (a non-blocking fcntl, a poller
-	// check) would cost a quarter of a first open that reads 100,000 files.
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	for err == unix.EINTR {
-		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	}
-	if err != nil {
-		return 0, time.Time{}, &fs.PathError{Op: "open", Path: path, Err: err}
-	}
-	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return 0, time.Time{}, &fs.PathError{Op: "fstat", Path: path, Err: err}
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return 0, time.Time{}, fmt.Errorf("%s is not a regular file", path)
-	}
-	// A delivered Maildir file never changes: its stat size is all there
-	// is to read, which spares the read that would only see EOF.
-	n, err := crlfSize(io.LimitReader(fdReader(fd), st.Size), buf)
-	if err != nil {
-		return 0, time.Time{}, &fs.PathError{Op: "read", Path: path, Err: err}
-	}
-	return n, time.Unix(st.Mtim.Unix()), nil
-}
-
-// fdReader reads a file descriptor, retrying interrupted reads.
-type fdReader int
-
-func (fd fdReader) Read(p []byte) (int, error) {
-	for {
-		n, err := unix.Read(int(fd), p)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err != nil:
-			return 0, err
-		case n == 0 && len(p) > 0:
-			return 0, io.EOF
-		}
-		return n, nil
-	}
-}
-
-// crlfSize returns the size r would have with every bare LF made CRLF,
-// reading through buf.
-func crlfSize(r io.Reader, buf []byte) (int64, error) {
-	var n int64
-	prevCR := false
-	for {
-		k, err := r.Read(buf)
-		if k > 0 {
-			c := buf[:k]
-			bare := bytes.Count(c, []byte("\n")) - bytes.Count(c, []byte("\r\n"))
-			if prevCR && c[0] == '\n' {
-				bare-- // a CRLF split across two reads
-			}
-			n += int64(k + bare)
-			prevCR = c[k-1] == '\r'
-		}
-		if err == io.EOF {
-			return n, nil
-		}
-		if err != nil {
-			return 0, err
-		}
-	}
-}

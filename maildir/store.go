@@ -78,6 +78,8 @@ type Store struct {
 	boxes   map[string]*mboxState
 	interns map[string]string
 	hub     *watchHub
+	// measure runs the background size measurers (measure.go).
+	measure measurers
 	// noInotify makes the Store behave as on a file system without
 	// inotify (tests of the polling fallback).
 	noInotify bool
@@ -266,9 +268,12 @@ func (s *Store) cleanTmp(dir string) {
 	}
 }
 
-// Close stops change detection. Open users and mailboxes must be closed
-// first; the Store must not be used afterwards.
+// Close stops change detection and background size measurement (sizes
+// not yet recorded are measured again later) and waits for the measurers.
+// Open users and mailboxes must be closed first; the Store must not be
+// used afterwards.
 func (s *Store) Close() error {
+	s.measure.stop()
 	s.mu.Lock()
 	h := s.hub
 	s.hub = nil

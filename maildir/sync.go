@@ -17,17 +17,12 @@ const (
 	hidden // listed in the uidlist, file not seen in an unstable listing
 )
 
-type enrich struct {
-	size int64
-	date time.Time
-}
-
 // matchResult is the outcome of comparing a listing with the uidlist.
 type matchResult struct {
-	state   []uint8 // parallel to st.msgs
-	found   []loc   // parallel to st.msgs: where the file is now
-	enrich  map[int]enrich
-	unknown []string // "new/" or "cur/" + name
+	state   []uint8           // parallel to st.msgs
+	found   []loc             // parallel to st.msgs: where the file is now
+	enrich  map[int]time.Time // dates found for records without one
+	unknown []string          // "new/" or "cur/" + name
 	added   []backend.Message
 	addLocs []loc
 }
@@ -69,7 +64,8 @@ func (st *mboxState) match(l listing) matchResult {
 		}
 		res.found[idx] = loc{info: in, inNew: inNew, known: true}
 	}
-	var buf []byte // for measure
+	ds := dirStats{dir: st.dir}
+	defer ds.close()
 	for i := range st.msgs {
 		m := &st.msgs[i]
 		if res.state[i] != present {
@@ -89,29 +85,19 @@ func (st *mboxState) match(l listing) matchResult {
 			}
 			continue
 		}
-		if m.Size < 0 || m.InternalDate.IsZero() {
-			// Dovecot's list lacks W or T: compute once, cache in the uidlist.
-			p := st.filePath(m.Key, res.found[i])
-			if buf == nil {
-				buf = make([]byte, measureBuf)
-			}
-			size, date, err := st.s.measure(p, m.Key, buf)
+		if m.InternalDate.IsZero() {
+			// The list lacks T (Dovecot's): one stat, cached in the
+			// uidlist. A missing size is left to the measurer.
+			date, err := ds.date(res.found[i].inNew, m.Key+res.found[i].info)
 			if err != nil {
-				st.s.log.Warn("cannot read message file", "file", p, "err", err)
+				st.s.log.Warn("cannot stat message file", "err", err)
 				res.state[i] = hidden
 				continue
 			}
-			e := enrich{size: m.Size, date: m.InternalDate}
-			if e.size < 0 {
-				e.size = size
-			}
-			if e.date.IsZero() {
-				e.date = date
-			}
 			if res.enrich == nil {
-				res.enrich = map[int]enrich{}
+				res.enrich = map[int]time.Time{}
 			}
-			res.enrich[i] = e
+			res.enrich[i] = date
 		}
 	}
 	return res
@@ -125,17 +111,14 @@ func (st *mboxState) filePath(key string, lc loc) string {
 	return filepath.Join(st.dir, sub, key+lc.info)
 }
 
-// measureBuf is the read size for measuring messages: most are read in
-// one call.
-const measureBuf = 64 << 10
-
 // assign gives the unknown files the next UIDs, in name order (which is
 // delivery order for the usual <seconds>.<...> names). Caller holds the
 // uidlist lock.
 func (st *mboxState) assign(res *matchResult) {
 	sort.Strings(res.unknown)
 	seen := map[string]bool{}
-	var buf []byte // for measure
+	ds := dirStats{dir: st.dir}
+	defer ds.close()
 	for _, rel := range res.unknown {
 		inNew := rel[:4] == "new/"
 		name := rel[4:]
@@ -150,13 +133,16 @@ func (st *mboxState) assign(res *matchResult) {
 			key = nk
 		}
 		lc := loc{info: st.s.intern(info), inNew: inNew, known: true}
-		if buf == nil {
-			buf = make([]byte, measureBuf)
-		}
-		size, date, err := st.s.measure(st.filePath(key, lc), key, buf)
+		// The date only: a size not in the name (",W=") is measured
+		// later, in the background or when a client needs it.
+		date, err := ds.date(inNew, key+info)
 		if err != nil {
 			// Vanished meanwhile (expunged by another process): no UID.
 			continue
+		}
+		size := int64(-1)
+		if w, ok := sizeField(key, 'W'); ok {
+			size = w
 		}
 		seen[key] = true
 		fl, kw := parseInfo(info)
@@ -207,8 +193,8 @@ func (st *mboxState) build(res *matchResult) (all []backend.Message, locs []loc,
 			}
 			m.Flags, m.Keywords = fl, st.keywords(kw)
 		}
-		if e, ok := res.enrich[i]; ok {
-			m.Size, m.InternalDate = e.size, e.date
+		if d, ok := res.enrich[i]; ok {
+			m.InternalDate = d
 		}
 		all = append(all, m)
 		locs = append(locs, res.found[i])
