@@ -31,38 +31,46 @@ type maildrop struct {
 // newMaildrop makes the maildrop of snap. It fails only if the store
 // cannot say the size of a message it has not measured yet.
 func newMaildrop(ctx context.Context, u backend.User, mbox backend.Mailbox, release func() error, snap *backend.Snapshot, markSeen bool) (*maildrop, error) {
-	msgs, err := measured(ctx, mbox, pop3Order(snap.Messages))
-	if err != nil {
-		return nil, err
+	msgs := pop3Order(snap.Messages)
+	size, known := totalSize(msgs)
+	if !known {
+		var err error
+		if msgs, err = measure(ctx, mbox, msgs); err != nil {
+			return nil, err
+		}
+		size, _ = totalSize(msgs)
 	}
-	d := &maildrop{
+	return &maildrop{
 		user: u, mbox: mbox, release: release, uidv: snap.UIDValidity,
 		msgs:    msgs,
 		deleted: make([]bool, len(msgs)),
 		sent:    make([]bool, len(msgs)),
-		count:   len(msgs), markSeen: markSeen,
-	}
-	for i := range d.msgs {
-		d.size += d.msgs[i].Size
-	}
-	return d, nil
+		count:   len(msgs), size: size, markSeen: markSeen,
+	}, nil
 }
 
-// measured returns msgs with every size known. STAT, LIST and RETR promise
+// totalSize sums the sizes of msgs and says whether every one is known.
+func totalSize(msgs []backend.Message) (size int64, known bool) {
+	known = true
+	for i := range msgs {
+		if msgs[i].Size < 0 {
+			known = false
+		}
+		size += msgs[i].Size
+	}
+	return size, known
+}
+
+// measure returns msgs with every size known. STAT, LIST and RETR promise
 // exact octet counts (RFC 1939 section 11) for the whole session, so a size
 // the store has not measured yet (Message.Size -1: a file Postfix wrote
 // that the store has not read) is asked of Mailbox.MessageSize now, at
 // login. A message expunged meanwhile is left out, as if the snapshot had
 // been taken a moment later. msgs, which may be the store's snapshot, is
-// not modified; when every size is known it is returned as it is.
-func measured(ctx context.Context, mbox backend.Mailbox, msgs []backend.Message) ([]backend.Message, error) {
-	first := slices.IndexFunc(msgs, func(m backend.Message) bool { return m.Size < 0 })
-	if first < 0 {
-		return msgs, nil
-	}
-	out := make([]backend.Message, first, len(msgs))
-	copy(out, msgs)
-	for _, m := range msgs[first:] {
+// not modified.
+func measure(ctx context.Context, mbox backend.Mailbox, msgs []backend.Message) ([]backend.Message, error) {
+	out := make([]backend.Message, 0, len(msgs))
+	for _, m := range msgs {
 		if m.Size < 0 {
 			n, err := mbox.MessageSize(ctx, m.UID)
 			if errors.Is(err, backend.ErrNoSuchMessage) {
