@@ -305,6 +305,11 @@ func TestFetchTruncatedFileClosesConnection(t *testing.T) {
 	r := ts.raw(t)
 	r.login("alice", alicePass)
 	r.cmd("SELECT INBOX")
+	// The store measures a file Postfix wrote on demand (or in the
+	// background): have it record the size before the file is cut.
+	if out := strings.Join(r.cmd("FETCH 1 RFC822.SIZE"), "\n"); !strings.Contains(out, "RFC822.SIZE 7416") {
+		t.Fatalf("FETCH RFC822.SIZE:\n%s", out)
+	}
 	var path string
 	for _, sub := range []string{"new", "cur"} {
 		if m, _ := filepath.Glob(filepath.Join(ts.maildir("alice"), sub, "*")); len(m) == 1 {

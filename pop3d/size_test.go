@@ -17,29 +17,31 @@ import (
 	"github.com/roost-mail/roost/pop3d"
 )
 
-// unmeasuredStore wraps the real maildir store so that it looks like a
-// store whose measurer has not reached some messages yet: its snapshots
-// and SetFlags answers report Size -1 for the messages hide picks (every
-// message if hide is nil), and MessageSize delegates to the real store,
-// counted. before, if set, runs before each MessageSize is delegated (to
-// expunge the message first, as another session could); an error it
-// returns is MessageSize's. OpenRawMessage is passed on, so RETR takes the
-// same path as over the bare store.
-type unmeasuredStore struct {
+// sizeStore wraps the real maildir store to set what its snapshots and
+// SetFlags answers say about sizes: the messages hide picks (every message
+// if hide is nil) report Size -1, whatever the store knows, as if its
+// measurer had not reached them; every other size is known (measured
+// first if the store has not yet), as before stores measured on demand.
+// MessageSize delegates to the
+// real store, counted; before, if set, runs first (to expunge the message,
+// as another session could), and an error it returns is MessageSize's.
+// OpenRawMessage is passed on, so RETR takes the same path as over the
+// bare store.
+type sizeStore struct {
 	backend.Store
 	hide   func(backend.Message) bool
 	before func(mb backend.Mailbox, uid backend.UID) error
 	calls  atomic.Int64
 }
 
-type unmeasuredUser struct {
+type sizeUser struct {
 	backend.User
-	s *unmeasuredStore
+	s *sizeStore
 }
 
-type unmeasuredMailbox struct {
+type sizeMailbox struct {
 	backend.Mailbox
-	s *unmeasuredStore
+	s *sizeStore
 
 	mu        sync.Mutex
 	real, out *backend.Snapshot // the last snapshot converted, and its conversion
@@ -50,34 +52,43 @@ type rawOpener interface {
 	OpenRawMessage(ctx context.Context, uid backend.UID) (io.ReadCloser, error)
 }
 
-func (s *unmeasuredStore) Open(ctx context.Context, acct backend.Account) (backend.User, error) {
+func (s *sizeStore) Open(ctx context.Context, acct backend.Account) (backend.User, error) {
 	u, err := s.Store.Open(ctx, acct)
 	if err != nil {
 		return nil, err
 	}
-	return unmeasuredUser{u, s}, nil
+	return sizeUser{u, s}, nil
 }
 
-func (u unmeasuredUser) OpenMailbox(ctx context.Context, name string) (backend.Mailbox, error) {
+func (u sizeUser) OpenMailbox(ctx context.Context, name string) (backend.Mailbox, error) {
 	mb, err := u.User.OpenMailbox(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	return &unmeasuredMailbox{Mailbox: mb, s: u.s}, nil
+	return &sizeMailbox{Mailbox: mb, s: u.s}, nil
 }
 
-func (s *unmeasuredStore) unmeasure(msgs []backend.Message) []backend.Message {
+func (mb *sizeMailbox) convert(ctx context.Context, msgs []backend.Message) ([]backend.Message, error) {
 	out := make([]backend.Message, len(msgs))
 	for i, m := range msgs {
-		if s.hide == nil || s.hide(m) {
+		switch {
+		case mb.s.hide == nil || mb.s.hide(m):
 			m.Size = -1
+		case m.Size < 0:
+			n, err := mb.Mailbox.MessageSize(ctx, m.UID)
+			if err != nil {
+				return nil, err
+			}
+			m.Size = n
 		}
 		out[i] = m
 	}
-	return out
+	return out, nil
 }
 
-func (mb *unmeasuredMailbox) Sync(ctx context.Context) (*backend.Snapshot, error) {
+// Sync returns the same converted snapshot for the same real one, as a
+// store does when nothing changed (imapd compares snapshot pointers).
+func (mb *sizeMailbox) Sync(ctx context.Context) (*backend.Snapshot, error) {
 	snap, err := mb.Mailbox.Sync(ctx)
 	if err != nil {
 		return nil, err
@@ -86,18 +97,23 @@ func (mb *unmeasuredMailbox) Sync(ctx context.Context) (*backend.Snapshot, error
 	defer mb.mu.Unlock()
 	if snap != mb.real {
 		out := *snap
-		out.Messages = mb.s.unmeasure(snap.Messages)
+		if out.Messages, err = mb.convert(ctx, snap.Messages); err != nil {
+			return nil, err
+		}
 		mb.real, mb.out = snap, &out
 	}
 	return mb.out, nil
 }
 
-func (mb *unmeasuredMailbox) SetFlags(ctx context.Context, uids []backend.UID, op backend.FlagOp, flags backend.Flags, kws []string) ([]backend.Message, error) {
+func (mb *sizeMailbox) SetFlags(ctx context.Context, uids []backend.UID, op backend.FlagOp, flags backend.Flags, kws []string) ([]backend.Message, error) {
 	msgs, err := mb.Mailbox.SetFlags(ctx, uids, op, flags, kws)
-	return mb.s.unmeasure(msgs), err
+	if err != nil {
+		return nil, err
+	}
+	return mb.convert(ctx, msgs)
 }
 
-func (mb *unmeasuredMailbox) MessageSize(ctx context.Context, uid backend.UID) (int64, error) {
+func (mb *sizeMailbox) MessageSize(ctx context.Context, uid backend.UID) (int64, error) {
 	mb.s.calls.Add(1)
 	if mb.s.before != nil {
 		if err := mb.s.before(mb.Mailbox, uid); err != nil {
@@ -107,23 +123,27 @@ func (mb *unmeasuredMailbox) MessageSize(ctx context.Context, uid backend.UID) (
 	return mb.Mailbox.MessageSize(ctx, uid)
 }
 
-func (mb *unmeasuredMailbox) OpenRawMessage(ctx context.Context, uid backend.UID) (io.ReadCloser, error) {
+func (mb *sizeMailbox) OpenRawMessage(ctx context.Context, uid backend.UID) (io.ReadCloser, error) {
 	return mb.Mailbox.(rawOpener).OpenRawMessage(ctx, uid)
 }
 
 // sizeMessages are tricky's awkward messages and a big one.
 var sizeMessages = append(append([]string{}, tricky...), "Subject: big\n\n"+strings.Repeat(".a line of a long message\n", 20000))
 
-// unmeasuredPair delivers sizeMessages to alice and returns two servers on
-// the same Maildir: one over the maildir store as it is, one over the same
-// store wrapped by unmeasuredStore with hide.
-func unmeasuredPair(t *testing.T, hide func(backend.Message) bool) (known, unknown *env, us *unmeasuredStore) {
+// unmeasuredPair delivers sizeMessages to alice as Postfix does (no size
+// in the file names) and returns two servers on that Maildir: one whose
+// snapshots have every size (a sizeStore hiding none), and one whose
+// snapshots report -1 for the messages hide picks (every one if nil).
+// measureAll hides no size.
+func measureAll(backend.Message) bool { return false }
+
+func unmeasuredPair(t *testing.T, hide func(backend.Message) bool) (known, unknown *env, us *sizeStore) {
 	t.Helper()
-	known = newEnv(t, nil)
+	known = newEnv(t, func(o *pop3d.Options) { o.Store = &sizeStore{Store: o.Store, hide: measureAll} })
 	known.deliver("alice", sizeMessages...)
-	us = &unmeasuredStore{hide: hide}
-	unknown = newEnv(t, func(o *pop3d.Options) { us.Store = o.Store; o.Store = us })
-	unknown.root, unknown.users.root = known.root, known.root
+	us = &sizeStore{hide: hide}
+	unknown = newEnv(t, func(o *pop3d.Options) { us.Store, o.Store, o.Auth = o.Store, us, known.users })
+	unknown.root = known.root
 	return known, unknown, us
 }
 
@@ -179,7 +199,7 @@ func TestUnmeasuredSizesAnswerAlike(t *testing.T) {
 	}{
 		{"all unmeasured", nil, int64(len(sizeMessages))},
 		{"odd UIDs unmeasured", func(m backend.Message) bool { return m.UID%2 == 1 }, int64(len(sizeMessages)+1) / 2},
-		{"all measured", func(backend.Message) bool { return false }, 0},
+		{"all measured", measureAll, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			known, unknown, us := unmeasuredPair(t, tc.hide)
