@@ -77,11 +77,12 @@ func (g *measurers) stop() {
 	g.wg.Wait()
 }
 
-// sizeWork is a message to measure: its file as last seen.
+// sizeWork is a message to measure and where its file was last seen (a
+// loc, not a path: a 100,000-message list stays small).
 type sizeWork struct {
-	uid  backend.UID
-	key  string
-	path string
+	uid backend.UID
+	key string
+	lc  loc
 }
 
 // startMeasuring starts the state's measurer if the published snapshot
@@ -153,7 +154,7 @@ func (st *mboxState) unsized(after backend.UID) []sizeWork {
 	for i := range st.msgs {
 		m := &st.msgs[i]
 		if m.UID > after && m.Size < 0 && st.locs[i].known {
-			work = append(work, sizeWork{uid: m.UID, key: m.Key, path: st.path(i)})
+			work = append(work, sizeWork{uid: m.UID, key: m.Key, lc: st.locs[i]})
 		}
 	}
 	return work
@@ -168,18 +169,18 @@ func (st *mboxState) measureWork(w *sizeWork, buf []byte) (int64, bool) {
 	if n, ok := st.sizeNow(w.uid, w.key); ok {
 		return n, true
 	}
-	n, err := st.readSize(w.path, buf)
+	n, err := st.readSize(st.filePath(w.key, w.lc), buf)
 	if errors.Is(err, fs.ErrNotExist) {
 		st.mu.Lock()
-		p := ""
+		lc := w.lc
 		if i := st.find(w.uid); i >= 0 && st.msgs[i].Key == w.key && st.locs[i].known {
-			p = st.path(i)
+			lc = st.locs[i]
 		}
 		st.mu.Unlock()
-		if p == "" || p == w.path {
+		if lc == w.lc {
 			return 0, false
 		}
-		n, err = st.readSize(p, buf)
+		n, err = st.readSize(st.filePath(w.key, lc), buf)
 	}
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
@@ -315,7 +316,7 @@ func (st *mboxState) sumSizes(ctx context.Context, msgs []backend.Message) (int6
 			continue
 		}
 		if i := st.find(m.UID); i >= 0 && st.msgs[i].Key == m.Key && st.locs[i].known {
-			work = append(work, sizeWork{uid: m.UID, key: m.Key, path: st.path(i)})
+			work = append(work, sizeWork{uid: m.UID, key: m.Key, lc: st.locs[i]})
 		}
 	}
 	st.mu.Unlock()
