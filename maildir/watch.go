@@ -1,24 +1,51 @@
 package maildir
 
 import (
+	"errors"
+	"log/slog"
+	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
+	"golang.org/x/sys/unix"
 )
 
-// Change detection for long-lived readers (IMAP IDLE): one inotify watcher
-// per Store on the new/ and cur/ directories of open mailboxes; where
-// inotify is unavailable or fails (NFS, instance limits), a goroutine polls
-// the directories' identities every Options.PollInterval.
+// Change detection for long-lived readers (IMAP IDLE): one inotify
+// descriptor per Store (inotify.go) watching the new/ and cur/ directories
+// of open mailboxes; where inotify is unavailable or fails (NFS, instance
+// limits), a goroutine polls the directories' identities every
+// Options.PollInterval.
 
 type watchHub struct {
-	w        *fsnotify.Watcher
-	mu       sync.Mutex            // never held while calling w
-	dirs     map[string]*mboxState // watched directory -> state
-	expected map[string]time.Time  // paths this process is changing
-	swept    time.Time             // last sweep of expired expectations
+	w        *hubWatcher
+	log      *slog.Logger
+	mu       sync.Mutex              // held while adding or removing watches
+	wds      map[int32][]watchTarget // watch descriptor -> who watches it
+	expected map[string]time.Time    // paths this process is changing
+	swept    time.Time               // last sweep of expired expectations
+}
+
+// watchTarget is one watched directory of an open mailbox. Two paths of
+// one directory share a watch descriptor, hence a list per descriptor.
+type watchTarget struct {
+	dir string
+	st  *mboxState
+}
+
+// hubWatcher owns the inotify descriptor and its reader goroutine.
+type hubWatcher struct {
+	in   *inotifyFD
+	done chan struct{} // closed when the reader has returned
+}
+
+// Close closes the descriptor and waits for the reader to return, so that
+// neither outlives the Store.
+func (w *hubWatcher) Close() error {
+	err := w.in.close()
+	<-w.done
+	return err
 }
 
 // expectTTL bounds how long an expected event is waited for.
@@ -54,13 +81,42 @@ func (s *Store) expect(st *mboxState, paths ...string) {
 	}
 }
 
-func (h *watchHub) set(d string, st *mboxState) {
+func newWatchHub(log *slog.Logger) (*watchHub, error) {
+	in, err := newInotifyFD()
+	if err != nil {
+		return nil, err
+	}
+	h := &watchHub{w: &hubWatcher{in: in, done: make(chan struct{})}, log: log,
+		wds: map[int32][]watchTarget{}, expected: map[string]time.Time{}}
+	go h.run()
+	return h, nil
+}
+
+// add watches dir for st. Held across the system call, h.mu keeps the
+// reader from looking up the new descriptor before it is recorded.
+func (h *watchHub) add(dir string, st *mboxState) (int32, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if st == nil {
-		delete(h.dirs, d)
-	} else {
-		h.dirs[d] = st
+	wd, err := h.w.in.add(dir)
+	if err != nil {
+		return -1, err
+	}
+	h.wds[wd] = append(h.wds[wd], watchTarget{dir, st})
+	return wd, nil
+}
+
+// remove undoes add, dropping the kernel's watch with its last user.
+func (h *watchHub) remove(wd int32, dir string, st *mboxState) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ts := slices.DeleteFunc(h.wds[wd], func(t watchTarget) bool { return t.dir == dir && t.st == st })
+	if len(ts) > 0 {
+		h.wds[wd] = ts
+		return
+	}
+	if _, ok := h.wds[wd]; ok {
+		delete(h.wds, wd)
+		h.w.in.remove(wd)
 	}
 }
 
@@ -84,87 +140,117 @@ func (s *Store) watch(st *mboxState) func() {
 	return s.poll(st, subs)
 }
 
-// inotify watches subs for st, or returns nil if it cannot.
+// inotify watches subs for st, or returns nil if it cannot. Caller holds
+// s.mu.
 func (s *Store) inotify(st *mboxState, subs []string) func() {
 	if s.noInotify {
 		return nil
 	}
 	if s.hub == nil {
-		w, err := fsnotify.NewWatcher()
-		if err == nil {
-			s.hub = &watchHub{w: w, dirs: map[string]*mboxState{}, expected: map[string]time.Time{}}
-			go s.runHub(s.hub)
-		} else {
+		h, err := newWatchHub(s.log)
+		if err != nil {
 			s.log.Info("inotify unavailable; polling mailboxes for changes", "err", err, "interval", s.opts.PollInterval)
+			return nil
+		}
+		s.hub = h
+	}
+	h := s.hub
+	wds := make([]int32, 0, len(subs))
+	for _, d := range subs {
+		wd, err := h.add(d, st)
+		if err != nil {
+			for i, wd := range wds {
+				h.remove(wd, subs[i], st)
+			}
+			s.log.Info("cannot watch mailbox; polling it", "dir", st.dir, "err", err)
+			return nil
+		}
+		wds = append(wds, wd)
+	}
+	st.watched.Store(true)
+	return func() {
+		for i, wd := range wds {
+			h.remove(wd, subs[i], st)
 		}
 	}
-	if s.hub != nil {
-		var added []string
-		var err error
-		for _, d := range subs {
-			if err = s.hub.w.Add(d); err != nil {
-				break
-			}
-			added = append(added, d)
-			s.hub.set(d, st)
-		}
-		if err == nil {
-			hub := s.hub
-			st.watched.Store(true)
-			return func() { // called with s.mu held
-				for _, d := range added {
-					hub.set(d, nil)
-					_ = hub.w.Remove(d)
-				}
-			}
-		}
-		for _, d := range added {
-			s.hub.set(d, nil)
-			_ = s.hub.w.Remove(d)
-		}
-		s.log.Info("cannot watch mailbox; polling it", "dir", st.dir, "err", err)
-	}
-	return nil
 }
 
-func (s *Store) runHub(h *watchHub) {
+// run reads events until the descriptor is closed.
+func (h *watchHub) run() {
+	defer close(h.w.done)
+	buf := make([]byte, inotifyBuf)
 	for {
-		select {
-		case ev, ok := <-h.w.Events:
-			if !ok {
+		n, err := h.w.in.read(buf)
+		if err != nil {
+			if errors.Is(err, os.ErrClosed) {
 				return
 			}
-			dir := filepath.Dir(ev.Name)
-			h.mu.Lock()
-			st := h.dirs[dir]
-			t, own := h.expected[ev.Name]
-			if own {
-				delete(h.expected, ev.Name)
-				own = time.Since(t) < expectTTL
-			}
-			h.mu.Unlock()
-			if st != nil && !own {
-				if filepath.Base(dir) == "new" {
-					st.notifyNew()
-				} else {
-					st.notify()
+			// Never seen in practice; without events, every open mailbox
+			// must look at its directories on each Sync.
+			h.log.Error("inotify read failed; open mailboxes are rescanned on every command", "err", err)
+			h.each(func(t watchTarget) { t.st.watched.Store(false) })
+			return
+		}
+		if err := parseInotify(buf[:n], h.event); err != nil {
+			h.log.Error("inotify returned a malformed event; rescanning open mailboxes", "err", err)
+			h.each(func(watchTarget) {})
+		}
+	}
+}
+
+// each calls fn for every watched directory, then tells its mailbox that
+// it may have changed.
+func (h *watchHub) each(fn func(watchTarget)) {
+	h.mu.Lock()
+	var all []watchTarget
+	for _, ts := range h.wds {
+		all = append(all, ts...)
+	}
+	h.mu.Unlock()
+	for _, t := range all {
+		fn(t)
+		t.st.notify()
+	}
+}
+
+// event handles one inotify event.
+func (h *watchHub) event(wd int32, mask uint32, name string) {
+	if mask&unix.IN_Q_OVERFLOW != 0 {
+		// Events were lost: every open mailbox may have changed.
+		h.log.Warn("inotify queue overflowed; rescanning open mailboxes")
+		h.each(func(watchTarget) {})
+		return
+	}
+	h.mu.Lock()
+	ts := h.wds[wd]
+	if mask&unix.IN_IGNORED != 0 {
+		// The kernel dropped a watch Roost did not remove (the directory
+		// was deleted): from now on only a listing tells what changed.
+		delete(h.wds, wd)
+		for _, t := range ts {
+			t.st.watched.Store(false)
+		}
+	}
+	var tell []watchTarget
+	for _, t := range ts {
+		if name != "" {
+			p := t.dir + "/" + name
+			if at, own := h.expected[p]; own {
+				delete(h.expected, p)
+				if time.Since(at) < expectTTL {
+					continue
 				}
 			}
-		case err, ok := <-h.w.Errors:
-			if !ok {
-				return
-			}
-			// Lost events (queue overflow): tell every open mailbox.
-			s.log.Warn("inotify error; rescanning open mailboxes", "err", err)
-			h.mu.Lock()
-			var all []*mboxState
-			for _, st := range h.dirs {
-				all = append(all, st)
-			}
-			h.mu.Unlock()
-			for _, st := range all {
-				st.notify()
-			}
+		}
+		tell = append(tell, t)
+	}
+	h.mu.Unlock()
+	self := mask&(unix.IN_DELETE_SELF|unix.IN_MOVE_SELF|unix.IN_IGNORED) != 0
+	for _, t := range tell {
+		if !self && filepath.Base(t.dir) == "new" {
+			t.st.notifyNew()
+		} else {
+			t.st.notify()
 		}
 	}
 }
