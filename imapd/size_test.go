@@ -136,17 +136,20 @@ var sizeMessages = []string{
 // in the file names) and returns two servers on that Maildir: one whose
 // snapshots have every size (a sizeStore hiding none), and one whose
 // snapshots report -1 for the messages hide picks (every one if nil).
-// measureAll hides no size.
-func measureAll(backend.Message) bool { return false }
-
 func unmeasuredPair(t *testing.T, hide func(backend.Message) bool) (known, unknown *testServer, us *sizeStore) {
+	t.Helper()
+	return unmeasuredPairOf(t, hide, sizeMessages...)
+}
+
+// unmeasuredPairOf is unmeasuredPair with msgs for messages.
+func unmeasuredPairOf(t *testing.T, hide func(backend.Message) bool, msgs ...string) (known, unknown *testServer, us *sizeStore) {
 	t.Helper()
 	var a auth.Authenticator
 	known = newTestServer(t, func(o *imapd.Options) {
 		a = o.Auth
 		o.Store = &sizeStore{Store: o.Store, hide: measureAll}
 	})
-	for _, m := range sizeMessages {
+	for _, m := range msgs {
 		known.deliver(t, "alice", "", m)
 	}
 	unknown = newTestServer(t, func(o *imapd.Options) {
@@ -155,6 +158,9 @@ func unmeasuredPair(t *testing.T, hide func(backend.Message) bool) (known, unkno
 	})
 	return known, unknown, us
 }
+
+// measureAll hides no size.
+func measureAll(backend.Message) bool { return false }
 
 // sizeCommands need sizes (counted: one MessageSize per message).
 var sizeCommands = []string{

@@ -134,18 +134,24 @@ var sizeMessages = append(append([]string{}, tricky...), "Subject: big\n\n"+stri
 // in the file names) and returns two servers on that Maildir: one whose
 // snapshots have every size (a sizeStore hiding none), and one whose
 // snapshots report -1 for the messages hide picks (every one if nil).
-// measureAll hides no size.
-func measureAll(backend.Message) bool { return false }
-
 func unmeasuredPair(t *testing.T, hide func(backend.Message) bool) (known, unknown *env, us *sizeStore) {
 	t.Helper()
+	return unmeasuredPairOf(t, hide, sizeMessages...)
+}
+
+// unmeasuredPairOf is unmeasuredPair with msgs for messages.
+func unmeasuredPairOf(t *testing.T, hide func(backend.Message) bool, msgs ...string) (known, unknown *env, us *sizeStore) {
+	t.Helper()
 	known = newEnv(t, func(o *pop3d.Options) { o.Store = &sizeStore{Store: o.Store, hide: measureAll} })
-	known.deliver("alice", sizeMessages...)
+	known.deliver("alice", msgs...)
 	us = &sizeStore{hide: hide}
 	unknown = newEnv(t, func(o *pop3d.Options) { us.Store, o.Store, o.Auth = o.Store, us, known.users })
 	unknown.root = known.root
 	return known, unknown, us
 }
+
+// measureAll hides no size.
+func measureAll(backend.Message) bool { return false }
 
 // session runs one pipelined POP3 session as alice and returns every octet
 // the server sent, up to the end of the connection after QUIT.
