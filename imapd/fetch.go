@@ -116,9 +116,11 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, scratch *fetchScratch, seq
 	size := int64(-1) // m's size, asked for only if an item needs it
 	if fetchNeedsSize(opts) {
 		var err error
-		if size, err = s.messageSize(m); errors.Is(err, backend.ErrNoSuchMessage) {
-			return err
-		} else if err != nil {
+		size, err = s.messageSize(m)
+		if errors.Is(err, backend.ErrNoSuchMessage) {
+			return err // expunged meanwhile: left out, NO [EXPUNGEISSUED]
+		}
+		if err != nil {
 			return s.fail("fetch", err)
 		}
 	}
