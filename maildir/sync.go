@@ -5,7 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"sort"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/roost-mail/roost/backend"
@@ -116,9 +120,8 @@ func (st *mboxState) filePath(key string, lc loc) string {
 // uidlist lock.
 func (st *mboxState) assign(res *matchResult) {
 	sort.Strings(res.unknown)
-	seen := map[string]bool{}
-	ds := dirStats{dir: st.dir}
-	defer ds.close()
+	files := make([]newFile, 0, len(res.unknown))
+	seen := make(map[string]bool, len(res.unknown))
 	for _, rel := range res.unknown {
 		inNew := rel[:4] == "new/"
 		name := rel[4:]
@@ -130,29 +133,77 @@ func (st *mboxState) assign(res *matchResult) {
 				continue
 			}
 			st.s.log.Warn("duplicate message file name; renamed the copy, which gets a new UID", "dir", st.dir, "file", rel, "new", nk)
-			key = nk
-		}
-		lc := loc{info: st.s.intern(info), inNew: inNew, known: true}
-		// The date only: a size not in the name (",W=") is measured
-		// later, in the background or when a client needs it.
-		date, err := ds.date(inNew, key+info)
-		if err != nil {
-			// Vanished meanwhile (expunged by another process): no UID.
-			continue
-		}
-		size := int64(-1)
-		if w, ok := sizeField(key, 'W'); ok {
-			size = w
+			key, name = nk, nk+info
 		}
 		seen[key] = true
-		fl, kw := parseInfo(info)
+		files = append(files, newFile{name: name, key: key, info: info, inNew: inNew})
+	}
+	// The date only: a size not in the name (",W=") is measured later, in
+	// the background or when a client needs it.
+	st.dateFiles(files)
+	res.added = slices.Grow(res.added, len(files))
+	res.addLocs = slices.Grow(res.addLocs, len(files))
+	for _, f := range files {
+		if f.date.IsZero() {
+			continue // vanished meanwhile (expunged by another process): no UID
+		}
+		size := int64(-1)
+		if w, ok := sizeField(f.key, 'W'); ok {
+			size = w
+		}
+		fl, kw := parseInfo(f.info)
 		res.added = append(res.added, backend.Message{
-			UID: backend.UID(st.nextUID), Key: key, Flags: fl, Keywords: st.keywords(kw),
-			InternalDate: date, Size: size,
+			UID: backend.UID(st.nextUID), Key: f.key, Flags: fl, Keywords: st.keywords(kw),
+			InternalDate: f.date, Size: size,
 		})
-		res.addLocs = append(res.addLocs, lc)
+		res.addLocs = append(res.addLocs, loc{info: st.s.intern(f.info), inNew: f.inNew, known: true})
 		st.nextUID++
 	}
+}
+
+// newFile is a file about to get a UID.
+type newFile struct {
+	name, key, info string
+	inNew           bool
+	date            time.Time // zero if the file could not be stat'ed
+}
+
+// dateFiles stats files for their dates. A first open numbers 100,000
+// files: the stats, one system call each, are shared among the cores.
+func (st *mboxState) dateFiles(files []newFile) {
+	const chunk = 4096
+	workers := min(runtime.GOMAXPROCS(0), 4, (len(files)+chunk-1)/chunk)
+	var next atomic.Int64
+	work := func() {
+		ds := dirStats{dir: st.dir}
+		defer ds.close()
+		for {
+			end := int(next.Add(chunk))
+			start := end - chunk
+			if start >= len(files) {
+				return
+			}
+			for i := start; i < min(end, len(files)); i++ {
+				f := &files[i]
+				if d, err := ds.date(f.inNew, f.name); err == nil {
+					f.date = d
+				}
+			}
+		}
+	}
+	if workers <= 1 {
+		work()
+		return
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			work()
+		}()
+	}
+	wg.Wait()
 }
 
 // renameDuplicate gives a file whose base name is already taken a fresh
