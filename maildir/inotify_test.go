@@ -16,6 +16,21 @@ import (
 	"github.com/roost-mail/roost/backend"
 )
 
+// requireInotify skips a test that needs inotify when the user's inotify
+// instances are used up (fs.inotify.max_user_instances, shared by every
+// process of the user, such as other test binaries on a shared machine).
+func requireInotify(t *testing.T) {
+	t.Helper()
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
+	if err == unix.EMFILE {
+		t.Skip("inotify instances of this user used up by other processes (fs.inotify.max_user_instances)")
+	}
+	if err != nil {
+		t.Fatalf("inotify_init1: %v", err)
+	}
+	unix.Close(fd)
+}
+
 // waitChanged fails unless snap's Changed channel closes within 10s.
 func waitChanged(t *testing.T, snap *backend.Snapshot, what string) {
 	t.Helper()
@@ -40,6 +55,7 @@ func sh(t *testing.T, dir, script string) {
 // by another process each close Changed (no polling: the Store watches)
 // and the next Sync shows them.
 func TestInotifySeesOtherProcesses(t *testing.T) {
+	requireInotify(t)
 	root := newMaildir(t)
 	writeFile(t, filepath.Join(root, "cur", "1700000000.M1P1.host,W=12:2,"), "Subject: \n\n", time.Time{})
 	_, u := openRoot(t, root, Options{SpecialUse: map[string]string{}, PollInterval: time.Hour})
@@ -77,6 +93,7 @@ func TestInotifySeesOtherProcesses(t *testing.T) {
 // itself, never IN_MODIFY or IN_ATTRIB, whose watches cost a walk of
 // every cached entry of the directory.
 func TestInotifyAsksNoChildEvents(t *testing.T) {
+	requireInotify(t)
 	root := newMaildir(t)
 	s, u := openRoot(t, root, Options{SpecialUse: map[string]string{}})
 	syncBox(t, u, "INBOX")
@@ -114,6 +131,7 @@ func TestInotifyAsksNoChildEvents(t *testing.T) {
 // real (the reader is held up while another mailbox churns): every open
 // mailbox, even one nothing happened to, is then told to look again.
 func TestInotifyOverflowMarksDirty(t *testing.T) {
+	requireInotify(t)
 	b, err := os.ReadFile("/proc/sys/fs/inotify/max_queued_events")
 	if err != nil {
 		t.Skip("no inotify limits:", err)
@@ -156,6 +174,7 @@ func TestInotifyOverflowMarksDirty(t *testing.T) {
 // TestInotifyClosedWithStore: Close releases the descriptor and stops the
 // reader, however many mailboxes were watched.
 func TestInotifyClosedWithStore(t *testing.T) {
+	requireInotify(t)
 	fds := func() int {
 		ents, err := os.ReadDir("/proc/self/fd")
 		if err != nil {
@@ -200,6 +219,7 @@ func TestInotifyClosedWithStore(t *testing.T) {
 // TestInotifyTwoPathsOneDirectory: two names for one Maildir (a symlink)
 // share the kernel's watch; closing one leaves the other watched.
 func TestInotifyTwoPathsOneDirectory(t *testing.T) {
+	requireInotify(t)
 	root := newMaildir(t)
 	link := filepath.Join(t.TempDir(), "link")
 	if err := os.Symlink(root, link); err != nil {
