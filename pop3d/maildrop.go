@@ -72,6 +72,9 @@ func measure(ctx context.Context, mbox backend.Mailbox, msgs []backend.Message) 
 	out := make([]backend.Message, 0, len(msgs))
 	for _, m := range msgs {
 		if m.Size < 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, err // shutting down: a big maildrop stops here
+			}
 			n, err := mbox.MessageSize(ctx, m.UID)
 			if errors.Is(err, backend.ErrNoSuchMessage) {
 				continue
