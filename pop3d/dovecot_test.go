@@ -200,11 +200,13 @@ func TestDovecotSameAnswers(t *testing.T) {
 		t.Fatalf("dovecot pop3: %v", err)
 	}
 
-	// Roost twice: from the files as stored (RETR converting while
-	// dot-stuffing), and through the store's CRLF reader, on the same Maildir.
-	conv := newEnv(t, func(o *pop3d.Options) { o.Store = convertingStore{o.Store} })
-	conv.root, conv.users.root = e.root, e.root
-	for _, srv := range []*env{e, conv} {
+	// Roost three times: from the files as stored (RETR converting while
+	// dot-stuffing), through the store's CRLF reader, and over a store that
+	// has measured no size yet, on the same Maildir.
+	conv := newEnv(t, func(o *pop3d.Options) { o.Store, o.Auth = convertingStore{o.Store}, e.users })
+	unmeasured := &sizeStore{}
+	lazy := newEnv(t, func(o *pop3d.Options) { unmeasured.Store, o.Store, o.Auth = o.Store, unmeasured, e.users })
+	for _, srv := range []*env{e, conv, lazy} {
 		c := srv.waitLogin("alice", "secret")
 		c.send(strings.Split(strings.TrimSuffix(script, "\r\n"), "\r\n")...)
 		var roost []string
@@ -216,6 +218,9 @@ func TestDovecotSameAnswers(t *testing.T) {
 			}
 		}
 		compareWithDovecot(t, string(dove), roost)
+	}
+	if n := unmeasured.calls.Load(); n != int64(len(msgs)) {
+		t.Errorf("the run over unmeasured sizes measured %d messages, want %d", n, len(msgs))
 	}
 }
 

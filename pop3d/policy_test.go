@@ -157,8 +157,8 @@ func TestLoginDelay(t *testing.T) {
 			S: -ERR [LOGIN-DELAY] Logins are allowed every 3600 seconds; try again in 3...`)
 	}
 	// The state survives a restart: a new server on the same Maildirs.
-	e2 := newEnv(t, func(o *pop3d.Options) { o.LoginDelay = time.Hour })
-	e2.root, e2.users.root = e.root, e.root
+	e2 := newEnv(t, func(o *pop3d.Options) { o.LoginDelay, o.Auth = time.Hour, e.users })
+	e2.root = e.root
 	e2.dial().run(`
 		S: +OK...
 		C: USER alice
@@ -265,8 +265,8 @@ func TestUIDLStable(t *testing.T) {
 		t.Errorf("UIDLs changed:\nbefore %q\nafter  %q", first, second)
 	}
 	// A restarted server (new store, new process state) shows the same.
-	e2 := newEnv(t, nil)
-	e2.root, e2.users.root = e.root, e.root
+	e2 := newEnv(t, func(o *pop3d.Options) { o.Auth = e.users })
+	e2.root = e.root
 	if third := uidls(e2); third != second {
 		t.Errorf("UIDLs changed across restart:\nbefore %q\nafter  %q", second, third)
 	}
