@@ -129,7 +129,10 @@ func (st *mboxState) measureAll(ctx context.Context) {
 			return
 		}
 		after = work[len(work)-1].uid
-		for i := range work {
+		// Highest UID first: a client asking for sizes in order (POP3's
+		// login, FETCH 1:* RFC822.SIZE) meets the measurer half-way
+		// instead of racing it for the same files.
+		for i := len(work) - 1; i >= 0; i-- {
 			if ctx.Err() != nil {
 				return
 			}
@@ -138,9 +141,6 @@ func (st *mboxState) measureAll(ctx context.Context) {
 				st.applySizes(ctx)
 				last = time.Now()
 			}
-		}
-		if ctx.Err() != nil {
-			return
 		}
 		st.applySizes(ctx)
 		last = time.Now()
@@ -222,6 +222,9 @@ func (st *mboxState) recordSize(key string, n int64) {
 // the same messages with their sizes, closing Changed so that waiting
 // sessions pick it up. Sizes of messages no longer listed are dropped.
 func (st *mboxState) applySizes(ctx context.Context) {
+	if ctx.Err() != nil {
+		return // the Store is closing: the next process measures again
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.sizeMu.Lock()

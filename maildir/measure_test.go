@@ -342,8 +342,9 @@ func TestMeasureExpunged(t *testing.T) {
 // old one's Changed and differs from it only in sizes; no listing.
 func TestMeasurerPublishesSameMessages(t *testing.T) {
 	root, want := postfixMaildir(t, 30)
-	_, u := openRoot(t, root, Options{SpecialUse: map[string]string{}})
-	s0, mb := syncBox(t, u, "INBOX")
+	s := newTestStore(t, Options{SpecialUse: map[string]string{}})
+	_, s0 := firstOpen(t, s, root)
+	_, mb := syncBox(t, openUser(t, s, root), "INBOX") // starts the measurer
 	n0 := listings(mb)
 	select {
 	case <-s0.Changed:
