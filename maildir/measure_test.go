@@ -515,3 +515,55 @@ func TestDovecotAgreesOnMeasuredSizes(t *testing.T) {
 	dove.log = slices.DeleteFunc(dove.log, func(l string) bool { return strings.Contains(l, "NO Mailbox doesn't exist") })
 	compareViews(t, dove, mine, "Dovecot reading Roost's measured sizes")
 }
+
+// TestMeasureKeepsOthersRecords: another process appends to the uidlist
+// while this one measures; the measurer's rewrite keeps that record, and
+// a delivery after the measurement is picked up without a full listing
+// and measured in turn.
+func TestMeasureKeepsOthersRecords(t *testing.T) {
+	root, want := postfixMaildir(t, 40)
+	s := newTestStore(t, Options{SpecialUse: map[string]string{}})
+	st, _ := firstOpen(t, s, root)
+	other := newTestStore(t, Options{SpecialUse: map[string]string{}})
+	other.measure.stop() // this process alone measures
+	_, omb := syncBox(t, openUser(t, other, root), "INBOX")
+	res, err := omb.Append(context.Background(), strings.NewReader("Subject: other\n\nx\n"), backend.AppendOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, mb := syncBox(t, openUser(t, s, root), "INBOX") // starts the measurer
+	snap := waitMeasured(t, mb)
+	if snap.Find(res.UID) < 0 {
+		t.Errorf("the other process's message UID %d is missing after measuring", res.UID)
+	}
+	recs := uidlistRecords(t, root)
+	if len(recs) != 41 {
+		t.Errorf("uidlist has %d records, want 41", len(recs))
+	}
+	for key, fields := range recs {
+		if w, ok := want[key]; ok && !strings.Contains(fields, fmt.Sprintf(" W%d ", w)) {
+			t.Errorf("uidlist record %q :%s lacks W%d", fields, key, w)
+		}
+	}
+
+	n0 := listings(mb)
+	postfixFile(t, root, "1800000000.V801I1M1.mx1")
+	s1, err := mb.Sync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := s1.Messages[len(s1.Messages)-1]
+	if last.Key != "1800000000.V801I1M1.mx1" || last.Size != -1 {
+		t.Errorf("new delivery %+v, want it with size -1", last)
+	}
+	if n := listings(mb); n != n0 {
+		t.Errorf("%d full listings to pick up a delivery into a measured mailbox, want none", n-n0)
+	}
+	wantLast := int64(len(naiveCRLF([]byte("Return-Path: <a@example.edu>\nSubject: 1800000000.V801I1M1.mx1\n\nbody\n"))))
+	if got := waitMeasured(t, mb).Messages; got[len(got)-1].Size != wantLast {
+		t.Errorf("new delivery measured %d, want %d", got[len(got)-1].Size, wantLast)
+	}
+	if n := st.sizeReads.Load(); n != int64(len(want))+1 {
+		t.Errorf("%d files read, want %d (each once)", n, len(want)+1)
+	}
+}
