@@ -306,7 +306,7 @@ func TestCacheDamageIgnored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := parseCache(bytes.Clone(good)); err != nil {
+	if _, err := parseCache(bytes.Clone(good), nil, nil); err != nil {
 		t.Fatalf("good cache rejected: %v", err)
 	}
 	bad := map[string][]byte{
@@ -325,7 +325,7 @@ func TestCacheDamageIgnored(t *testing.T) {
 		bad["flip at "+itoa(off)] = b
 	}
 	for what, b := range bad {
-		if _, err := parseCache(bytes.Clone(b)); err == nil {
+		if _, err := parseCache(bytes.Clone(b), nil, nil); err == nil {
 			t.Errorf("%s: damaged cache accepted", what)
 		}
 	}
@@ -436,7 +436,8 @@ func FuzzCacheLoad(f *testing.F) {
 	f.Add(sampleCache())
 	f.Fuzz(func(t *testing.T, data []byte) {
 		check := func(data []byte) {
-			cs, err := parseCache(data)
+			msgs, locs := cacheSlices(data, int64(len(data)))
+			cs, err := parseCache(data, msgs, locs)
 			if err == nil {
 				checkLoaded(t, cs)
 			}
@@ -462,7 +463,7 @@ func checkLoaded(t *testing.T, cs *cacheState) {
 		if err != nil {
 			t.Fatalf("loaded state does not encode: %v", err)
 		}
-		cs2, err := parseCache(again)
+		cs2, err := parseCache(again, nil, nil)
 		if err != nil {
 			t.Fatalf("re-encoded cache rejected: %v", err)
 		}
