@@ -106,14 +106,24 @@ func (mb *mailbox) OpenMessage(ctx context.Context, uid backend.UID) (io.ReadClo
 	if err != nil {
 		return nil, err
 	}
-	// The reader must know the size: a file of unknown size is measured
-	// first (its pages are then cached for the stream).
-	size, err := mb.st.openSize(f, m)
+	size := m.Size
+	if size < 0 {
+		if n, ok := mb.st.sizeNow(uid, m.Key); ok {
+			size = n
+		}
+	}
+	if size >= 0 {
+		return newCRLFReader(f, size), nil
+	}
+	// Not measured: stream to the end (exactly MessageSize octets, the
+	// file never changes) and note the size if the reader gets there.
+	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("maildir: size of message %d in %s: %w", uid, mb.name, err)
+		return nil, fmt.Errorf("maildir: open message %d in %s: %w", uid, mb.name, err)
 	}
-	return newCRLFReader(f, size), nil
+	st, key := mb.st, m.Key
+	return newCRLFReaderToEOF(f, fi.Size(), func(n int64) { st.recordSize(key, n) }), nil
 }
 
 // OpenRawMessage streams the message file as stored, with the LF line ends

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -355,27 +354,6 @@ func (st *mboxState) messageSize(path string, m backend.Message) (int64, error) 
 	n, err := st.readSize(path, nil)
 	if err != nil {
 		return 0, err
-	}
-	st.recordSize(m.Key, n)
-	return n, nil
-}
-
-// openSize returns the size of a message whose file f is open.
-func (st *mboxState) openSize(f *os.File, m backend.Message) (int64, error) {
-	if m.Size >= 0 {
-		return m.Size, nil
-	}
-	if n, ok := st.sizeNow(m.UID, m.Key); ok {
-		return n, nil
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		return 0, err
-	}
-	st.sizeReads.Add(1)
-	n, err := crlfSize(io.NewSectionReader(f, 0, fi.Size()), make([]byte, readBufFor(fi.Size())))
-	if err != nil {
-		return 0, fmt.Errorf("read %s: %w", f.Name(), err)
 	}
 	st.recordSize(m.Key, n)
 	return n, nil

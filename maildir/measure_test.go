@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -249,6 +250,43 @@ func TestMessageSizeExact(t *testing.T) {
 	}
 	if n := mb2.(*mailbox).st.sizeReads.Load(); n != int64(len(cases)) {
 		t.Errorf("Status then OpenMessage read %d files, want each of %d once", n, len(cases))
+	}
+
+	// OpenMessage of an unmeasured message streams to the end without
+	// measuring first, and a stream read to the end tells the size; one
+	// closed early does not.
+	s3 := newTestStore(t, Options{SpecialUse: map[string]string{}})
+	s3.measure.stop()
+	snap3, mb3 := syncBox(t, openUser(t, s3, root), "INBOX")
+	st3 := mb3.(*mailbox).st
+	var partial backend.Message
+	for _, m := range snap3.Messages {
+		if len(want[m.Key]) > 10 && partial.UID == 0 {
+			partial = m
+			rc, err := mb3.OpenMessage(ctx, m.UID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(rc, make([]byte, 5)); err != nil {
+				t.Fatal(err)
+			}
+			rc.Close()
+			continue
+		}
+		if got := read(t, mb3, m.UID); got != want[m.Key] {
+			t.Errorf("%s: OpenMessage to EOF gives %q, want %q", m.Key, trunc(got), trunc(want[m.Key]))
+		}
+	}
+	if n := st3.sizeReads.Load(); n != 0 {
+		t.Errorf("OpenMessage read %d files for their size first, want none", n)
+	}
+	for _, m := range snap3.Messages {
+		if n := mustSize(t, mb3, m.UID); n != int64(len(want[m.Key])) {
+			t.Errorf("%s: MessageSize after streaming %d, want %d", m.Key, n, len(want[m.Key]))
+		}
+	}
+	if n := st3.sizeReads.Load(); n != 1 {
+		t.Errorf("MessageSize read %d files after the streams, want 1 (%s, closed early)", n, partial.Key)
 	}
 }
 

@@ -4,19 +4,28 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math"
 	"os"
 )
 
 // crlfReader streams a message file with every bare LF turned into CRLF,
 // producing exactly size bytes: a file that ends early is an error, and
 // anything beyond size is cut, so callers can trust MessageSize.
+//
+// A message not measured yet streams to the file's end instead: a
+// delivered file never changes, so that is exactly MessageSize octets,
+// and a reader that wants only the header (ENVELOPE) does not read the
+// whole file for its size first. Reaching the end reports the size.
 type crlfReader struct {
-	f      *os.File
-	buf    []byte
-	r, w   int   // buf[r:w] is read but not yet converted
-	left   int64 // bytes still to produce
-	prevCR bool  // the last byte produced was CR
-	pendLF bool  // an LF is owed after an inserted CR
+	f       *os.File
+	buf     []byte
+	r, w    int   // buf[r:w] is read but not yet converted
+	left    int64 // bytes still to produce
+	prevCR  bool  // the last byte produced was CR
+	pendLF  bool  // an LF is owed after an inserted CR
+	toEOF   bool  // size unknown: stream to the end of the file
+	counted int64 // bytes produced, when toEOF
+	sized   func(int64)
 }
 
 func newCRLFReader(f *os.File, size int64) *crlfReader {
@@ -25,7 +34,25 @@ func newCRLFReader(f *os.File, size int64) *crlfReader {
 	return &crlfReader{f: f, buf: make([]byte, min(32*1024, max(size, 0)+1)), left: size}
 }
 
+// newCRLFReaderToEOF streams a file of unknown CRLF size, physically
+// phys bytes, to its end, and then calls sized with the bytes produced.
+func newCRLFReaderToEOF(f *os.File, phys int64, sized func(int64)) *crlfReader {
+	return &crlfReader{f: f, buf: make([]byte, min(32*1024, max(phys, 0)+1)), left: math.MaxInt64, toEOF: true, sized: sized}
+}
+
 func (c *crlfReader) Read(p []byte) (int, error) {
+	n, err := c.read(p)
+	if c.toEOF {
+		c.counted += int64(n)
+		if err == io.EOF && c.sized != nil {
+			c.sized(c.counted)
+			c.sized = nil
+		}
+	}
+	return n, err
+}
+
+func (c *crlfReader) read(p []byte) (int, error) {
 	if c.left <= 0 {
 		return 0, io.EOF
 	}
@@ -44,6 +71,10 @@ func (c *crlfReader) Read(p []byte) (int, error) {
 			}
 			k, err := c.f.Read(c.buf)
 			if k == 0 {
+				if err == io.EOF && c.toEOF {
+					c.left = 0
+					return 0, io.EOF
+				}
 				if err == nil || err == io.EOF {
 					return 0, fmt.Errorf("message file %s is %d bytes shorter than its recorded size: %w", c.f.Name(), c.left, io.ErrUnexpectedEOF)
 				}

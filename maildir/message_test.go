@@ -37,7 +37,7 @@ func TestCRLFReaderMatchesNaive(t *testing.T) {
 	dir := t.TempDir()
 	for i, in := range cases {
 		want := naiveCRLF(in)
-		for _, oneByte := range []bool{false, true} {
+		for _, mode := range []struct{ oneByte, toEOF bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
 			p := filepath.Join(dir, "m")
 			if err := os.WriteFile(p, in, 0o600); err != nil {
 				t.Fatal(err)
@@ -46,14 +46,21 @@ func TestCRLFReaderMatchesNaive(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			sized := int64(-1)
 			var r io.Reader = newCRLFReader(f, int64(len(want)))
-			if oneByte {
+			if mode.toEOF { // size not measured yet: to the end, then reported
+				r = newCRLFReaderToEOF(f, int64(len(in)), func(n int64) { sized = n })
+			}
+			if mode.oneByte {
 				r = iotest.OneByteReader(r)
 			}
 			got, err := io.ReadAll(r)
 			f.Close()
 			if err != nil || !bytes.Equal(got, want) {
-				t.Fatalf("case %d (one byte %v): err %v, got %d bytes, want %d", i, oneByte, err, len(got), len(want))
+				t.Fatalf("case %d (%+v): err %v, got %d bytes, want %d", i, mode, err, len(got), len(want))
+			}
+			if mode.toEOF && sized != int64(len(want)) {
+				t.Fatalf("case %d (%+v): reported size %d, want %d", i, mode, sized, len(want))
 			}
 		}
 	}
