@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/roost-mail/roost/auth"
 	"github.com/roost-mail/roost/backend"
@@ -447,4 +448,57 @@ m.logout()
 // crlfAny is m with every line end CRLF, as the store serves it.
 func crlfAny(m string) string {
 	return strings.ReplaceAll(strings.ReplaceAll(m, "\r\n", "\n"), "\n", "\r\n")
+}
+
+// TestUnmeasuredSizesAsDovecot: over sizes it has not measured, Roost
+// answers RFC822.SIZE, BODY[], BODY[TEXT] and SEARCH LARGER/SMALLER as
+// Dovecot 2.3 does for the same messages (Dovecot's own copies are
+// appended; Roost's are files as Postfix writes them).
+func TestUnmeasuredSizesAsDovecot(t *testing.T) {
+	dcAddr := startDovecot(t)
+	msgs := slices.DeleteFunc(slices.Clone(sizeMessages), func(m string) bool { return m == "" }) // APPEND needs an octet
+	_, unknown, us := unmeasuredPairOf(t, nil, msgs...)
+	dc := (&testServer{addr: dcAddr}).login(t, "alice")
+	for _, m := range msgs {
+		cmd := dc.Append("INBOX", int64(len(crlfAny(m))), nil)
+		if _, err := cmd.Write([]byte(crlfAny(m))); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cmd.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	answers := func(c *imapclient.Client) string {
+		t.Helper()
+		if _, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		whole, text := &imap.FetchItemBodySection{Peek: true}, &imap.FetchItemBodySection{Peek: true, Specifier: imap.PartSpecifierText}
+		fetched, err := c.Fetch(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{RFC822Size: true, BodySection: []*imap.FetchItemBodySection{whole, text}}).Collect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		for _, m := range fetched {
+			fmt.Fprintf(&b, "%d: RFC822.SIZE %d BODY[] %q BODY[TEXT] %q\n", m.SeqNum, m.RFC822Size, m.FindBodySection(whole), m.FindBodySection(text))
+		}
+		for _, crit := range []imap.SearchCriteria{{Larger: 100}, {Smaller: 100}, {Larger: 30, Smaller: 1000}} {
+			data, err := c.Search(&crit, nil).Wait()
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(&b, "SEARCH LARGER %d SMALLER %d: %v\n", crit.Larger, crit.Smaller, data.AllSeqNums())
+		}
+		return b.String()
+	}
+	want := answers(dc)
+	if got := answers(unknown.login(t, "alice")); got != want {
+		t.Errorf("Roost over unmeasured sizes:\n%.3000s\nDovecot:\n%.3000s", got, want)
+	}
+	if us.calls.Load() == 0 {
+		t.Error("Roost measured no size")
+	}
 }
