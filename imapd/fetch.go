@@ -85,7 +85,8 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, opts *ima
 	return nil
 }
 
-// errNeedsContent: the content of an expunged message was asked for.
+// errNeedsContent: the content of an expunged message was asked for, or
+// a size the store had not measured.
 var errNeedsContent = errors.New("message content needed")
 
 func setsSeen(opts *imap.FetchOptions) bool {
@@ -115,6 +116,9 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, scratch *fetchScratch, seq
 	}
 	size := int64(-1) // m's size, asked for only if an item needs it
 	if fetchNeedsSize(opts) {
+		if !exists && m.Size < 0 {
+			return errNeedsContent // expunged before it was measured
+		}
 		var err error
 		size, err = s.messageSize(m)
 		if errors.Is(err, backend.ErrNoSuchMessage) {

@@ -502,3 +502,32 @@ func TestUnmeasuredSizesAsDovecot(t *testing.T) {
 		t.Error("Roost measured no size")
 	}
 }
+
+// TestUnmeasuredSizeExpungedInView: a message another session expunged
+// stays in this session's view until its next command may report it; a
+// FETCH that needs its size, unknown, leaves it out (NO [EXPUNGEISSUED])
+// without asking the store, and SEARCH LARGER does not match it.
+func TestUnmeasuredSizeExpungedInView(t *testing.T) {
+	_, unknown, us := unmeasuredPair(t, nil)
+	r, other := unknown.raw(t), unknown.raw(t)
+	for _, c := range []*raw{r, other} {
+		c.login("alice", alicePass)
+		c.cmd("SELECT INBOX")
+	}
+	other.cmd(`STORE 2 +FLAGS.SILENT (\Deleted)`)
+	if l := last(other.cmd("EXPUNGE")); !strings.Contains(l, "OK") {
+		t.Fatal(l)
+	}
+	before := us.calls.Load()
+	lines := r.cmd("FETCH 1:* (FLAGS RFC822.SIZE)")
+	out := strings.Join(lines, "\n")
+	if !strings.Contains(last(lines), "NO [EXPUNGEISSUED]") || strings.Contains(out, "* 2 FETCH") || !strings.Contains(out, "* 7 FETCH") {
+		t.Errorf("FETCH with message 2 expunged by another session:\n%.1000s", out)
+	}
+	if n := us.calls.Load() - before; n != int64(len(sizeMessages)-1) {
+		t.Errorf("%d MessageSize calls, want %d: none for the expunged message", n, len(sizeMessages)-1)
+	}
+	if out := strings.Join(r.cmd("SEARCH LARGER 1"), "\n"); !strings.Contains(out, "* SEARCH 1 4 5 6 7\n") {
+		t.Errorf("SEARCH LARGER 1 with message 2 expunged:\n%s", out)
+	}
+}
