@@ -79,7 +79,7 @@ func fetchOne(t *testing.T, c *imapclient.Client, seq uint32, opts *imap.FetchOp
 // TestFetchSectionsByteExact compares every section with go-imap's own
 // extractor run on the CRLF form of the message.
 func TestFetchSectionsByteExact(t *testing.T) {
-	ts := newTestServer(t, nil)
+	ts := newTestServer(t, closingStore(t))
 	ts.deliver(t, "alice", "", mimeMessage)
 	c := ts.login(t, "alice")
 	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
@@ -120,7 +120,7 @@ func TestFetchSectionsByteExact(t *testing.T) {
 }
 
 func TestFetchBinary(t *testing.T) {
-	ts := newTestServer(t, nil)
+	ts := newTestServer(t, closingStore(t))
 	ts.deliver(t, "alice", "", mimeMessage)
 	r := ts.raw(t)
 	r.login("alice", alicePass)
@@ -137,7 +137,7 @@ func TestFetchBinary(t *testing.T) {
 }
 
 func TestFetchEnvelopeAndStructure(t *testing.T) {
-	ts := newTestServer(t, nil)
+	ts := newTestServer(t, closingStore(t))
 	ts.deliver(t, "alice", "", mimeMessage)
 	c := ts.login(t, "alice")
 	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
@@ -172,7 +172,7 @@ func TestFetchEnvelopeAndStructure(t *testing.T) {
 }
 
 func TestFetchSetsSeenExceptReadOnly(t *testing.T) {
-	ts := newTestServer(t, nil)
+	ts := newTestServer(t, closingStore(t))
 	ts.deliver(t, "alice", "", "Subject: s\n\nx\n")
 	r := ts.raw(t)
 	r.login("alice", alicePass)
@@ -211,7 +211,7 @@ func TestFetchSetsSeenExceptReadOnly(t *testing.T) {
 // A message without a header/body separator, one with CR-less line ends
 // after conversion, and an empty one must not break FETCH.
 func TestFetchOddMessages(t *testing.T) {
-	ts := newTestServer(t, nil)
+	ts := newTestServer(t, closingStore(t))
 	for _, m := range []string{"Subject: only a header\n", "", "no header line at all\n\nbody\n",
 		"Content-Type: multipart/mixed; boundary=b\n\n--b\nunterminated\n"} {
 		ts.deliver(t, "alice", "", m)
@@ -257,7 +257,7 @@ func removeMessageFile(t *testing.T, ts *testServer, user, marker string) {
 func TestFetchRemovedFile(t *testing.T) {
 	for _, cached := range []bool{false, true} {
 		t.Run(fmt.Sprintf("cached=%v", cached), func(t *testing.T) {
-			ts := newTestServer(t, nil)
+			ts := newTestServer(t, closingStore(t))
 			first := "Subject: first\nMessage-ID: <first@example.org>\n\nfirst body\n"
 			second := "Subject: second\nMessage-ID: <second@example.org>\n\nsecond body\n"
 			ts.deliver(t, "alice", "", first)
@@ -299,7 +299,7 @@ func TestFetchRemovedFile(t *testing.T) {
 // closed rather than the literal padded with bytes that were never in the
 // message.
 func TestFetchTruncatedFileClosesConnection(t *testing.T) {
-	ts := newTestServer(t, nil)
+	ts := newTestServer(t, closingStore(t))
 	body := strings.Repeat("a line of the body that will be cut\n", 200)
 	ts.deliver(t, "alice", "", "Subject: cut\n\n"+body)
 	r := ts.raw(t)
@@ -337,7 +337,7 @@ func TestFetchTruncatedFileClosesConnection(t *testing.T) {
 // from the files, answers in order with each message's own data, and
 // leaves out only the one whose file was removed.
 func TestFetchManyInOrder(t *testing.T) {
-	ts := newTestServer(t, nil)
+	ts := newTestServer(t, closingStore(t))
 	const n = 150
 	for i := 1; i <= n; i++ {
 		ts.deliver(t, "alice", "", fmt.Sprintf("Subject: number %d\nMessage-ID: <m%d@example.org>\nContent-Type: multipart/mixed; boundary=b\n\n--b\n\npart of %d\n--b--\n", i, i, i))
@@ -375,7 +375,7 @@ func TestFetchManyInOrder(t *testing.T) {
 	check(msgs, "")
 
 	// A fresh server (nothing cached) reads every file, one of them gone.
-	ts2 := newTestServer(t, nil)
+	ts2 := newTestServer(t, closingStore(t))
 	for i := 1; i <= n; i++ {
 		ts2.deliver(t, "alice", "", fmt.Sprintf("Subject: number %d\nMessage-ID: <m%d@example.org>\nContent-Type: multipart/mixed; boundary=b\n\n--b\n\npart of %d\n--b--\n", i, i, i))
 	}

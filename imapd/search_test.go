@@ -6,7 +6,7 @@ import (
 )
 
 func TestSearchKeys(t *testing.T) {
-	ts := newTestServer(t, nil)
+	ts := newTestServer(t, closingStore(t))
 	msgs := []string{
 		// 1: plain ASCII
 		"From: Bob Smith <bob@example.edu>\nTo: alice@example.edu\nCc: carol@example.org\nSubject: Budget report\nDate: Mon, 02 Mar 2026 09:00:00 +0000\nX-Tag: blue\n\nThe budget is attached.\n",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -147,6 +148,7 @@ func unmeasuredPairOf(t *testing.T, hide func(backend.Message) bool, msgs ...str
 	t.Helper()
 	var a auth.Authenticator
 	known = newTestServer(t, func(o *imapd.Options) {
+		closeAtEnd(t, o.Store)
 		a = o.Auth
 		o.Store = &sizeStore{Store: o.Store, hide: measureAll}
 	})
@@ -154,10 +156,26 @@ func unmeasuredPairOf(t *testing.T, hide func(backend.Message) bool, msgs ...str
 		known.deliver(t, "alice", "", m)
 	}
 	unknown = newTestServer(t, func(o *imapd.Options) {
+		closeAtEnd(t, o.Store)
 		us = &sizeStore{Store: o.Store, hide: hide}
 		o.Store, o.Auth = us, a
 	})
 	return known, unknown, us
+}
+
+// closingStore is a newTestServer tweak: closeAtEnd for its store.
+func closingStore(t *testing.T) func(*imapd.Options) {
+	return func(o *imapd.Options) { closeAtEnd(t, o.Store) }
+}
+
+// closeAtEnd closes store when t ends, after the server (whose clean-up
+// registers later, so runs earlier) and before the Maildir is removed: the
+// store's background measurer must not write into a directory being
+// removed.
+func closeAtEnd(t *testing.T, store backend.Store) {
+	if c, ok := store.(io.Closer); ok {
+		t.Cleanup(func() { c.Close() })
+	}
 }
 
 // measureAll hides no size.

@@ -47,6 +47,7 @@ func TestMessageExpungedElsewhere(t *testing.T) {
 	c := e.login("alice", "secret")
 	ctx := context.Background()
 	st := maildir.New(maildir.Options{SpecialUse: map[string]string{}})
+	defer st.Close() // last: its measurer may run after the mailbox is closed
 	u, err := st.Open(ctx, backend.Account{Name: "alice", Maildir: e.maildir("alice"), UID: -1, GID: -1})
 	if err != nil {
 		t.Fatal(err)

@@ -129,6 +129,11 @@ func newEnvTB(t testing.TB, tweak func(*pop3d.Options)) *env {
 		if err := <-done; err != pop3d.ErrServerClosed {
 			t.Errorf("Serve returned %v", err)
 		}
+		// The store measures sizes in the background: stop it before the
+		// Maildir is removed.
+		if err := e.store.(*maildir.Store).Close(); err != nil {
+			t.Errorf("close store: %v", err)
+		}
 		if strings.Contains(e.logs.String(), "secret") || strings.Contains(e.logs.String(), "hunter2") {
 			t.Errorf("a password reached the log:\n%s", e.logs)
 		}
@@ -180,6 +185,7 @@ func (e *env) inbox(user string) *backend.Snapshot {
 	e.t.Helper()
 	ctx := context.Background()
 	st := maildir.New(maildir.Options{SpecialUse: map[string]string{}})
+	defer st.Close() // last: its measurer may still run after the mailbox is closed
 	u, err := st.Open(ctx, backend.Account{Name: user, Maildir: e.maildir(user), UID: -1, GID: -1})
 	if err != nil {
 		e.t.Fatal(err)

@@ -20,10 +20,8 @@ import (
 func TestIMAPSeesPOP3(t *testing.T) {
 	e := newEnv(t, nil)
 	e.deliver("alice", msg1, msg2, msg3)
-	isrv, err := imapd.New(imapd.Options{
-		Store: maildir.New(maildir.Options{SpecialUse: map[string]string{}}),
-		Auth:  e.users, AllowPlaintextAuth: true,
-	})
+	istore := maildir.New(maildir.Options{SpecialUse: map[string]string{}})
+	isrv, err := imapd.New(imapd.Options{Store: istore, Auth: e.users, AllowPlaintextAuth: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +30,10 @@ func TestIMAPSeesPOP3(t *testing.T) {
 		t.Fatal(err)
 	}
 	go isrv.Serve(ln)
-	t.Cleanup(func() { isrv.Close() })
+	t.Cleanup(func() {
+		isrv.Close()
+		istore.Close() // its measurer must not write into the Maildir being removed
+	})
 
 	var mu sync.Mutex
 	var expunged []uint32

@@ -259,6 +259,7 @@ func TestUIDLStable(t *testing.T) {
 	}
 	mb.Close()
 	u.Close()
+	st.Close()
 	e.deliver("alice", msg3)
 	second := uidls(e)
 	if !strings.HasPrefix(second, first+"\n3 ") {
