@@ -222,10 +222,11 @@ func (st *mboxState) recordSize(key string, n int64) {
 	st.sizes[key] = n
 }
 
-// applySizes moves the recorded sizes into a copy of st.msgs, rewrites the
-// uidlist with them under its lock (W fields), and publishes a snapshot of
-// the same messages with their sizes, closing Changed so that waiting
-// sessions pick it up. Sizes of messages no longer listed are dropped.
+// applySizes moves the recorded sizes into a copy of st.msgs, records them
+// in the uidlist (W fields) when there are enough to be worth rewriting
+// it, and publishes a snapshot of the same messages with their sizes,
+// closing Changed so that waiting sessions pick it up. Sizes of messages
+// no longer listed are dropped.
 func (st *mboxState) applySizes(ctx context.Context) {
 	if ctx.Err() != nil {
 		return // the Store is closing: the next process measures again
@@ -239,35 +240,11 @@ func (st *mboxState) applySizes(ctx context.Context) {
 	if len(sizes) == 0 {
 		return
 	}
-	persist := true
-	lk, err := st.lockUidlist(ctx)
-	if err != nil {
-		persist = false
-		st.s.log.Warn("message sizes not recorded in dovecot-uidlist; measured again by the next process", "dir", st.dir, "err", err)
-	} else {
-		defer func() {
-			if err := lk.release(); err != nil {
-				st.s.log.Error("release uidlist lock", "dir", st.dir, "err", err)
-			}
-		}()
-		// Records another process wrote meanwhile are read first: the
-		// rewrite must keep them.
-		if err := st.ensureLoaded(true); err != nil {
-			persist = false
-			st.s.log.Warn("message sizes not recorded in dovecot-uidlist", "dir", st.dir, "err", err)
-		}
+	if _, n := withSizes(st.msgs, sizes); worthRecording(n, len(st.msgs)) {
+		st.recordSizes(ctx, sizes)
 	}
-	msgs, n := withSizes(st.msgs, sizes)
-	if n == 0 {
-		return
-	}
-	st.msgs = msgs
-	if persist {
-		if err := st.writeUidlist(st.msgs, -1); err != nil {
-			st.s.log.Warn("message sizes not recorded in dovecot-uidlist; measured again by the next process", "dir", st.dir, "err", err)
-		} else {
-			st.mustWrite = false
-		}
+	if msgs, n := withSizes(st.msgs, sizes); n > 0 {
+		st.msgs = msgs
 	}
 	if st.snap == nil {
 		return // the next Sync lists the directories and builds from st.msgs
@@ -284,6 +261,46 @@ func (st *mboxState) applySizes(ctx context.Context) {
 	old := st.snap
 	st.snap = &backend.Snapshot{UIDValidity: old.UIDValidity, UIDNext: old.UIDNext, Messages: vis[:len(vis):len(vis)], Changed: ch}
 	st.sizeChecked = st.snap
+}
+
+// worthRecording reports whether n new sizes in a mailbox of total
+// messages are worth a rewrite of its uidlist: a few sizes of new
+// deliveries are not (each would rewrite a list of 100,000 lines; another
+// process measures those few files itself, and the next rewrite records
+// them anyway), the sizes of a first open are.
+func worthRecording(n, total int) bool {
+	return n >= 4096 || n*32 >= total
+}
+
+// recordSizes rewrites the uidlist with sizes applied, under its lock:
+// records another process wrote meanwhile are read first, so that the
+// rewrite keeps them. A failure only means other processes measure
+// again. Caller holds st.mu.
+func (st *mboxState) recordSizes(ctx context.Context, sizes map[string]int64) {
+	lk, err := st.lockUidlist(ctx)
+	if err != nil {
+		st.s.log.Warn("message sizes not recorded in dovecot-uidlist; other processes measure them again", "dir", st.dir, "err", err)
+		return
+	}
+	defer func() {
+		if err := lk.release(); err != nil {
+			st.s.log.Error("release uidlist lock", "dir", st.dir, "err", err)
+		}
+	}()
+	if err := st.ensureLoaded(true); err != nil {
+		st.s.log.Warn("message sizes not recorded in dovecot-uidlist; other processes measure them again", "dir", st.dir, "err", err)
+		return
+	}
+	msgs, n := withSizes(st.msgs, sizes)
+	if n == 0 {
+		return
+	}
+	if err := st.writeUidlist(msgs, -1); err != nil {
+		st.s.log.Warn("message sizes not recorded in dovecot-uidlist; other processes measure them again", "dir", st.dir, "err", err)
+		return
+	}
+	st.msgs = msgs
+	st.mustWrite = false
 }
 
 // withSizes returns msgs with the sizes filled in that sizes has for

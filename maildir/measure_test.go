@@ -597,9 +597,15 @@ func TestMeasureKeepsOthersRecords(t *testing.T) {
 	if n := listings(mb); n != n0 {
 		t.Errorf("%d full listings to pick up a delivery into a measured mailbox, want none", n-n0)
 	}
+	ul := statID(filepath.Join(root, uidlistName))
 	wantLast := int64(len(naiveCRLF([]byte("Return-Path: <a@example.edu>\nSubject: 1800000000.V801I1M1.mx1\n\nbody\n"))))
 	if got := waitMeasured(t, mb).Messages; got[len(got)-1].Size != wantLast {
 		t.Errorf("new delivery measured %d, want %d", got[len(got)-1].Size, wantLast)
+	}
+	// One size is not worth rewriting the list for: another process
+	// measures that file itself.
+	if now := statID(filepath.Join(root, uidlistName)); now != ul {
+		t.Errorf("the uidlist was rewritten for the size of one new message")
 	}
 	if n := st.sizeReads.Load(); n != int64(len(want))+1 {
 		t.Errorf("%d files read, want %d (each once)", n, len(want)+1)
