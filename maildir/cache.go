@@ -64,15 +64,23 @@ func (c cacheIDs) header() string {
 // currentCacheIDs returns the identities now on disk, and whether they are
 // old enough to be trusted.
 func (st *mboxState) currentCacheIDs() (cacheIDs, bool) {
+	c, dirs := st.currentDirIDs()
+	return c, dirs && quiet(c.ulID)
+}
+
+// currentDirIDs is currentCacheIDs, telling only whether new/, cur/ and
+// dovecot-keywords are old enough to be trusted.
+func (st *mboxState) currentDirIDs() (cacheIDs, bool) {
 	c := cacheIDs{
 		newID: statID(filepath.Join(st.dir, "new")),
 		curID: statID(filepath.Join(st.dir, "cur")),
 		ulID:  statID(filepath.Join(st.dir, uidlistName)),
 		kwID:  statID(filepath.Join(st.dir, keywordsName)),
 	}
-	quiet := func(id fileID) bool { return id.ok && time.Since(time.Unix(0, id.mtime)) >= cacheQuiet }
-	return c, quiet(c.newID) && quiet(c.curID) && quiet(c.ulID) && (!c.kwID.ok || quiet(c.kwID))
+	return c, quiet(c.newID) && quiet(c.curID) && (!c.kwID.ok || quiet(c.kwID))
 }
+
+func quiet(id fileID) bool { return id.ok && time.Since(time.Unix(0, id.mtime)) >= cacheQuiet }
 
 // cacheState is what roost-cache records of an mboxState.
 type cacheState struct {
@@ -251,8 +259,8 @@ func sameStrings(a, b []string) bool {
 // file read, no directory listing, no uidlist. The state is then as a full
 // open (loadState and a listing) would have left it. Caller holds st.mu.
 func (st *mboxState) loadFromCache() bool {
-	c, quiet := st.currentCacheIDs()
-	if !quiet {
+	c, dirsQuiet := st.currentDirIDs()
+	if !dirsQuiet {
 		return false
 	}
 	data, msgs, locs, err := readCache(filepath.Join(st.dir, cacheName))
@@ -264,8 +272,11 @@ func (st *mboxState) loadFromCache() bool {
 		st.s.log.Debug("roost-cache ignored", "dir", st.dir, "err", err)
 		return false
 	}
-	if cs.ids != c {
+	if cs.ids.newID != c.newID || cs.ids.curID != c.curID || cs.ids.kwID != c.kwID {
 		return false // the mailbox changed since it was written
+	}
+	if cs.ids.ulID != c.ulID || !quiet(c.ulID) {
+		return st.loadWithUidlist(cs, c)
 	}
 	ch := st.startScan()
 	st.kwID, st.kw, st.kwCache = c.kwID, cs.kw, cs.kwCache
@@ -310,6 +321,54 @@ func readCache(path string) ([]byte, []backend.Message, []loc, error) {
 		return nil, nil, nil, err
 	}
 	return data, msgs, locs, nil
+}
+
+// loadWithUidlist opens the mailbox from a cache whose directories are as
+// recorded but whose uidlist changed since (another process rewrote it,
+// say to record the sizes of a first open, or appended records for files
+// it has not placed yet): the uidlist is read as a full open reads it,
+// and the listing is taken from the cache. Every file the cache lists
+// must keep its UID and name in the list; a record whose file is not in
+// the cache is dropped, as a listing would drop it. Anything else (a
+// renumbered list, a record without its date) is left to the full open.
+// Caller holds st.mu.
+func (st *mboxState) loadWithUidlist(cs *cacheState, c cacheIDs) bool {
+	ch := st.startScan()
+	if err := st.loadState(false); err != nil || st.mustWrite || st.ulID != c.ulID || st.kwID != c.kwID || st.uidValidity != cs.uidValidity {
+		st.loaded = false
+		return false
+	}
+	msgs := make([]backend.Message, 0, len(cs.msgs))
+	locs := make([]loc, 0, len(cs.msgs))
+	j := 0
+	for _, m := range st.msgs {
+		if j < len(cs.msgs) && cs.msgs[j].UID < m.UID {
+			break // a file the cache lists lost its record: renumbered
+		}
+		if j == len(cs.msgs) || cs.msgs[j].UID != m.UID {
+			delete(st.ext, m.UID) // no file: dropped
+			continue
+		}
+		cm := &cs.msgs[j]
+		if cm.Key != m.Key || m.InternalDate.IsZero() {
+			break
+		}
+		m.Flags, m.Keywords = cm.Flags, cm.Keywords
+		msgs = append(msgs, m)
+		locs = append(locs, cs.locs[j])
+		j++
+	}
+	if j != len(cs.msgs) {
+		st.loaded = false
+		return false
+	}
+	st.kwCache = cs.kwCache // st.kw is the table the cache's keywords came from
+	st.msgs, st.locs, st.byKey = msgs, locs, nil
+	st.newID, st.curID = c.newID, c.curID
+	st.curSettled = !recent(c.curID)
+	n := len(msgs)
+	st.snap = &backend.Snapshot{UIDValidity: st.uidValidity, UIDNext: backend.UID(st.nextUID), Messages: msgs[:n:n], Changed: ch}
+	return true
 }
 
 // cacheSlices allocates the message slices for the count in head, the

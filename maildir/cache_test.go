@@ -503,3 +503,87 @@ func BenchmarkCacheParse100k(b *testing.B) {
 		}
 	}
 }
+
+// TestCacheUidlistChanged: when only the uidlist changed since the cache
+// was written (another process recorded sizes, or appended records), the
+// list is read and the listing taken from the cache: no listing, the
+// state of a full open. A list that no longer gives every cached file its
+// UID sends the open the long way.
+func TestCacheUidlistChanged(t *testing.T) {
+	root := newMaildir(t)
+	for i, info := range []string{":2,S", ":2,FRa", "", ":2,"} {
+		sub := "cur"
+		if info == "" {
+			sub = "new"
+		}
+		writeFile(t, filepath.Join(root, sub, "170000000"+itoa(i)+".M1P1.host"+info), "Subject: "+itoa(i)+"\n\nbody\n", time.Unix(1700000000+int64(i), 0))
+	}
+	writeFile(t, filepath.Join(root, keywordsName), "0 $Junk\n", time.Time{})
+	s := quietStore(t)
+	u, err := s.Open(context.Background(), backend.Account{Name: "a", Maildir: root, UID: -1, GID: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	_, mb := syncBox(t, u, "INBOX")
+	settle(t, mb.(*mailbox).st)
+	ulPath := filepath.Join(root, uidlistName)
+	orig, err := os.ReadFile(ulPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rewrite := func(data string) {
+		t.Helper()
+		tmp := ulPath + ".new"
+		if err := os.WriteFile(tmp, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, ulPath); err != nil {
+			t.Fatal(err)
+		}
+	}
+	loads := func() (*mboxState, bool) {
+		s := quietStore(t)
+		st := s.acquire(root, owner{-1, -1})
+		t.Cleanup(func() { s.releaseState(st) })
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st, st.loadFromCache()
+	}
+	lines := strings.SplitAfter(string(orig), "\n")
+	hdr, recs := lines[0], lines[1:len(lines)-1]
+	if len(recs) != 4 {
+		t.Fatalf("set-up: uidlist %q", orig)
+	}
+
+	// Sizes recorded (as the background measurer does) and a record for
+	// a file not placed yet: read from the list, listing from the cache.
+	var b strings.Builder
+	b.WriteString(hdr)
+	for i, r := range recs {
+		uid, rest, _ := strings.Cut(r, " ")
+		b.WriteString(uid + " W" + itoa(20+i) + " " + rest)
+	}
+	b.WriteString("9 T1700000009 :1700000009.M9P9.later\n")
+	rewrite(b.String())
+	st, ok := loads()
+	if !ok || st.listings != 0 {
+		t.Fatalf("uidlist rewritten: cache used %v, %d listings", ok, st.listings)
+	}
+	compareStates(t, viewOf(st), viewOf(openFull(t, root)), "cache + new uidlist vs full open")
+	if st.snap.Messages[1].Size != 21 || strings.Join(st.snap.Messages[1].Keywords, ",") != "$Junk" {
+		t.Errorf("message 2: %+v", st.snap.Messages[1])
+	}
+
+	// A cached file lost its record (the list was renumbered): full open.
+	for what, data := range map[string]string{
+		"renumbered":  hdr + strings.Join([]string{"11" + recs[0], "12" + recs[1], "13" + recs[2], "14" + recs[3]}, ""),
+		"record gone": hdr + strings.Join(recs[:3], ""),
+		"other name":  hdr + strings.Join(recs[:3], "") + strings.Replace(recs[3], ".M1P1.", ".M1P2.", 1),
+	} {
+		rewrite(data)
+		if _, ok := loads(); ok {
+			t.Errorf("%s: cache trusted", what)
+		}
+	}
+}
