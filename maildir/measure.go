@@ -240,9 +240,14 @@ func (st *mboxState) applySizes(ctx context.Context) {
 	if len(sizes) == 0 {
 		return
 	}
-	if _, n := withSizes(st.msgs, sizes); worthRecording(n, len(st.msgs)) {
-		st.recordSizes(ctx, sizes)
+	if _, n := withSizes(st.msgs, sizes); !worthRecording(n, len(st.msgs)) {
+		// A few sizes (new deliveries) are not worth copying the message
+		// list and rewriting the uidlist: they stay noted, for
+		// MessageSize, and the next rebuild of the list takes them in.
+		st.keepUnapplied(sizes)
+		return
 	}
+	st.recordSizes(ctx, sizes)
 	if msgs, n := withSizes(st.msgs, sizes); n > 0 {
 		st.msgs = msgs
 	}
@@ -264,12 +269,53 @@ func (st *mboxState) applySizes(ctx context.Context) {
 }
 
 // worthRecording reports whether n new sizes in a mailbox of total
-// messages are worth a rewrite of its uidlist: a few sizes of new
-// deliveries are not (each would rewrite a list of 100,000 lines; another
-// process measures those few files itself, and the next rewrite records
-// them anyway), the sizes of a first open are.
+// messages are worth a copy of its message list and a rewrite of its
+// uidlist: a few sizes of new deliveries are not (each would copy and
+// rewrite 100,000 entries; another process measures those few files
+// itself, and the next rewrite records them anyway), a first open's are.
 func worthRecording(n, total int) bool {
 	return n >= 4096 || n*32 >= total
+}
+
+// keepUnapplied puts back the sizes of messages still without one in
+// st.msgs. Caller holds st.mu.
+func (st *mboxState) keepUnapplied(sizes map[string]int64) {
+	unknown := make(map[string]bool, len(sizes))
+	for i := range st.msgs {
+		if st.msgs[i].Size < 0 {
+			if _, ok := sizes[st.msgs[i].Key]; ok {
+				unknown[st.msgs[i].Key] = true
+			}
+		}
+	}
+	st.sizeMu.Lock()
+	defer st.sizeMu.Unlock()
+	for k, n := range sizes {
+		if !unknown[k] {
+			continue
+		}
+		if st.sizes == nil {
+			st.sizes = map[string]int64{}
+		}
+		st.sizes[k] = n
+	}
+}
+
+// noted fills in the sizes noted for messages of unknown size in a list
+// being built (not published yet). Caller holds st.mu.
+func (st *mboxState) noted(msgs []backend.Message) {
+	st.sizeMu.Lock()
+	defer st.sizeMu.Unlock()
+	if len(st.sizes) == 0 {
+		return
+	}
+	for i := range msgs {
+		if msgs[i].Size < 0 {
+			if n, ok := st.sizes[msgs[i].Key]; ok {
+				msgs[i].Size = n
+			}
+		}
+	}
 }
 
 // recordSizes rewrites the uidlist with sizes applied, under its lock:

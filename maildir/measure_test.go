@@ -334,17 +334,7 @@ func TestMeasureExpunged(t *testing.T) {
 	if !started {
 		t.Fatal("no measurer started for a snapshot with unknown sizes")
 	}
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		st.mu.Lock()
-		busy := st.measuring
-		st.mu.Unlock()
-		if !busy {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("measurer still running after 20s")
-		}
-	}
+	waitIdle(t, st)
 	if strings.Contains(logs.String(), "level=WARN") || strings.Contains(logs.String(), "level=ERROR") {
 		t.Errorf("measurer complained about a vanished file:\n%s", logs)
 	}
@@ -598,16 +588,43 @@ func TestMeasureKeepsOthersRecords(t *testing.T) {
 		t.Errorf("%d full listings to pick up a delivery into a measured mailbox, want none", n-n0)
 	}
 	ul := statID(filepath.Join(root, uidlistName))
+	waitIdle(t, st)
 	wantLast := int64(len(naiveCRLF([]byte("Return-Path: <a@example.edu>\nSubject: 1800000000.V801I1M1.mx1\n\nbody\n"))))
-	if got := waitMeasured(t, mb).Messages; got[len(got)-1].Size != wantLast {
-		t.Errorf("new delivery measured %d, want %d", got[len(got)-1].Size, wantLast)
+	if n := mustSize(t, mb, last.UID); n != wantLast {
+		t.Errorf("new delivery measured %d, want %d", n, wantLast)
 	}
-	// One size is not worth rewriting the list for: another process
-	// measures that file itself.
+	if n := st.sizeReads.Load(); n != int64(len(want))+1 {
+		t.Errorf("%d files read, want %d (each once: the measurer's note serves MessageSize)", n, len(want)+1)
+	}
+	// One size is not worth copying the list and rewriting the uidlist
+	// for: another process measures that file itself, and the next
+	// rebuild of the list takes the size in.
 	if now := statID(filepath.Join(root, uidlistName)); now != ul {
 		t.Errorf("the uidlist was rewritten for the size of one new message")
 	}
-	if n := st.sizeReads.Load(); n != int64(len(want))+1 {
-		t.Errorf("%d files read, want %d (each once)", n, len(want)+1)
+	st.mu.Lock()
+	_, err = st.syncLocked(context.Background(), true)
+	st.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := waitMeasured(t, mb).Messages; got[len(got)-1].Size != wantLast {
+		t.Errorf("after a rebuild the new delivery has size %d, want %d", got[len(got)-1].Size, wantLast)
+	}
+}
+
+// waitIdle waits until st's measurer, if any, has finished.
+func waitIdle(t *testing.T, st *mboxState) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		st.mu.Lock()
+		busy := st.measuring
+		st.mu.Unlock()
+		if !busy {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("measurer still running after 20s")
+		}
 	}
 }

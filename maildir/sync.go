@@ -255,6 +255,7 @@ func (st *mboxState) build(res *matchResult) (all []backend.Message, locs []loc,
 	}
 	all = append(all, res.added...)
 	locs = append(locs, res.addLocs...)
+	st.noted(all) // sizes measured since the last rebuild
 	visible = all
 	if nHidden > 0 {
 		visible = make([]backend.Message, 0, len(all)-nHidden)
