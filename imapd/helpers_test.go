@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -71,6 +72,11 @@ func newTestServer(t testing.TB, tweak func(*imapd.Options)) *testServer {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
+		// The store's background size measurer may still write to the
+		// Maildir: stop it before the temporary directory goes.
+		if c, ok := opts.Store.(io.Closer); ok {
+			c.Close()
+		}
 		if t.Failed() {
 			t.Logf("server log:\n%s", logs.String())
 		}
