@@ -23,10 +23,12 @@ import (
 // uidlist, dovecot-keywords and a listing of new/ and cur/, recorded at a
 // moment when those four had given identities (inode, size, mtime). It is
 // trusted only while all four still have them, and is written only from
-// state whose files had been quiet for a second (so that a change within
-// one timestamp tick cannot hide). Dovecot and other tools ignore the file;
-// deleting it is always safe. It is read whole (never mapped: Maildirs may
-// be on NFS) and a file that fails its checksum or any check is ignored.
+// state whose directories had been quiet for a second (so that a change
+// within one timestamp tick cannot hide); a uidlist that had not is read
+// again by the next open instead of being trusted. Dovecot and other
+// tools ignore the file; deleting it is always safe. It is read whole
+// (never mapped: Maildirs may be on NFS) and a file that fails its
+// checksum or any check is ignored.
 //
 // Format 2, integers as Go varints (u: unsigned, s: zigzag), b: u length
 // then the bytes:
@@ -34,7 +36,7 @@ import (
 //	"roost-cache 2\n", u n messages
 //	4 × identity: byte present, u inode, s size, s mtime ns   (new/ cur/ uidlist keywords)
 //	u UIDVALIDITY, u next UID, u uidlist records, byte uidlist appendable,
-//	s uidlist length read, b its final bytes
+//	byte uidlist settled (quiet for a second), s uidlist length read, b its final bytes
 //	u n, n × b uidlist header field (other than V and N)
 //	26 × b keyword of letter a..z ("" if none)
 //	u n, n × b info part (":2,S", ...)
@@ -61,15 +63,9 @@ func (c cacheIDs) header() string {
 	return fmt.Sprintf("%v %v %v %v", c.newID, c.curID, c.ulID, c.kwID)
 }
 
-// currentCacheIDs returns the identities now on disk, and whether they are
-// old enough to be trusted.
-func (st *mboxState) currentCacheIDs() (cacheIDs, bool) {
-	c, dirs := st.currentDirIDs()
-	return c, dirs && quiet(c.ulID)
-}
-
-// currentDirIDs is currentCacheIDs, telling only whether new/, cur/ and
-// dovecot-keywords are old enough to be trusted.
+// currentDirIDs returns the identities now on disk, and whether new/,
+// cur/ and dovecot-keywords are old enough to be trusted: a change within
+// one timestamp tick of the last would not show.
 func (st *mboxState) currentDirIDs() (cacheIDs, bool) {
 	c := cacheIDs{
 		newID: statID(filepath.Join(st.dir, "new")),
@@ -88,6 +84,7 @@ type cacheState struct {
 	uidValidity, nextUID uint32
 	fileRecs             int
 	fileClean            bool
+	ulSettled            bool // the uidlist had been quiet for a second
 	ulEnd                int64
 	ulTail               []byte
 	hdrExtra             []string
@@ -100,14 +97,22 @@ type cacheState struct {
 
 // writeCache records the current state if the files are quiet and match
 // what memory was built from. Caller holds st.mu. Failures only cost speed.
+//
+// A uidlist changed within the last second is recorded too, marked as not
+// settled: an open then reads it rather than trust the cache's copy (see
+// loadWithUidlist), and the next Sync after a quiet second writes the
+// cache again. So a first open, which writes the uidlist, leaves a cache
+// that spares the next process the listing.
 func (st *mboxState) writeCache() {
-	c, quiet := st.currentCacheIDs()
-	if !quiet || c.newID != st.newID || c.curID != st.curID || c.ulID != st.ulID || c.kwID != st.kwID ||
-		c.header() == st.cacheHdr || !st.loaded || st.mustWrite || st.isDirty() {
+	c, quietDirs := st.currentDirIDs()
+	settled := quiet(c.ulID)
+	hdr := fmt.Sprintf("%s %v", c.header(), settled)
+	if !quietDirs || c.newID != st.newID || c.curID != st.curID || c.ulID != st.ulID || c.kwID != st.kwID ||
+		hdr == st.cacheHdr || !st.loaded || st.mustWrite || st.isDirty() {
 		return
 	}
 	cs := &cacheState{ids: c, uidValidity: st.uidValidity, nextUID: st.nextUID, fileRecs: st.fileRecs,
-		fileClean: st.fileClean, ulEnd: st.ulEnd, ulTail: st.ulTail, hdrExtra: st.hdrExtra, kw: st.kw,
+		fileClean: st.fileClean, ulSettled: settled, ulEnd: st.ulEnd, ulTail: st.ulTail, hdrExtra: st.hdrExtra, kw: st.kw,
 		msgs: st.msgs, locs: st.locs, ext: st.ext}
 	data, err := cs.encode(st.keywords)
 	if err == nil {
@@ -117,7 +122,7 @@ func (st *mboxState) writeCache() {
 		st.s.log.Debug("roost-cache not written", "dir", st.dir, "err", err)
 		return
 	}
-	st.cacheHdr = c.header()
+	st.cacheHdr = hdr
 }
 
 // encode serialises cs. keywords gives the keyword list of letter bits, to
@@ -139,6 +144,7 @@ func (cs *cacheState) encode(keywords func(uint32) []string) ([]byte, error) {
 	b = binary.AppendUvarint(b, uint64(cs.nextUID))
 	b = binary.AppendUvarint(b, uint64(cs.fileRecs))
 	b = appendBool(b, cs.fileClean)
+	b = appendBool(b, cs.ulSettled)
 	b = binary.AppendVarint(b, cs.ulEnd)
 	b = appendBytes(b, string(cs.ulTail))
 	b = binary.AppendUvarint(b, uint64(len(cs.hdrExtra)))
@@ -275,7 +281,7 @@ func (st *mboxState) loadFromCache() bool {
 	if cs.ids.newID != c.newID || cs.ids.curID != c.curID || cs.ids.kwID != c.kwID {
 		return false // the mailbox changed since it was written
 	}
-	if cs.ids.ulID != c.ulID || !quiet(c.ulID) {
+	if cs.ids.ulID != c.ulID || !cs.ulSettled || !quiet(c.ulID) {
 		return st.loadWithUidlist(cs, c)
 	}
 	ch := st.startScan()
@@ -287,7 +293,7 @@ func (st *mboxState) loadFromCache() bool {
 	st.msgs, st.locs, st.byKey, st.ext = cs.msgs, cs.locs, nil, cs.ext
 	st.newID, st.curID = c.newID, c.curID
 	st.curSettled = !recent(c.curID)
-	st.cacheHdr = c.header()
+	st.cacheHdr = fmt.Sprintf("%s %v", c.header(), true)
 	n := len(st.msgs)
 	st.snap = &backend.Snapshot{UIDValidity: st.uidValidity, UIDNext: backend.UID(st.nextUID), Messages: st.msgs[:n:n], Changed: ch}
 	return true
@@ -505,6 +511,7 @@ func parseCache(data []byte, msgs []backend.Message, locs []loc) (*cacheState, e
 	cs.nextUID = r.u32("next UID")
 	cs.fileRecs = r.count("record count")
 	cs.fileClean = r.bool("uidlist state")
+	cs.ulSettled = r.bool("uidlist state")
 	cs.ulEnd = r.varint()
 	if t := r.str("uidlist tail"); t != "" {
 		cs.ulTail = []byte(t) // a copy: readTail and appends build on it

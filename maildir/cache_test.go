@@ -32,6 +32,13 @@ func backdate(t *testing.T, dir string) {
 // second of quiet followed by a Sync would, then writes the cache.
 func settle(t *testing.T, st *mboxState) {
 	t.Helper()
+	// inotify events of the set-up's last changes may still be on their
+	// way: let them come, and a Sync take them in (the uidlist is unchanged,
+	// so the state keeps its history).
+	time.Sleep(100 * time.Millisecond)
+	if _, err := st.sync(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
 	backdate(t, st.dir)
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -585,5 +592,74 @@ func TestCacheUidlistChanged(t *testing.T) {
 		if _, ok := loads(); ok {
 			t.Errorf("%s: cache trusted", what)
 		}
+	}
+}
+
+// TestCacheAfterFirstOpen: the first open of a Maildir whose directories
+// are quiet (an old mailbox, a migration) writes the uidlist and at once
+// a cache, marked unsettled: the next process reads the uidlist but not
+// the directories. A Sync after a quiet second marks it settled.
+func TestCacheAfterFirstOpen(t *testing.T) {
+	root := newMaildir(t)
+	for i, info := range []string{":2,S", ""} {
+		sub := "cur"
+		if info == "" {
+			sub = "new"
+		}
+		writeFile(t, filepath.Join(root, sub, "170000000"+itoa(i)+".M1P1.host"+info), "Subject: \n\n", time.Unix(1700000000, 0))
+	}
+	past := time.Now().Add(-2 * time.Second)
+	for _, d := range []string{"new", "cur"} {
+		if err := os.Chtimes(filepath.Join(root, d), past, past); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// No background measurer: its rewrite of the uidlist would race with
+	// the checks below.
+	u, err := quietStore(t).Open(context.Background(), backend.Account{Name: "a", Maildir: root, UID: -1, GID: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	_, mb := syncBox(t, u, "INBOX")
+	settled := func() bool {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(root, cacheName))
+		if err != nil {
+			t.Fatalf("no cache after the first open: %v", err)
+		}
+		cs, err := parseCache(b, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cs.ulSettled
+	}
+	if settled() {
+		t.Error("a uidlist written just now is marked settled")
+	}
+	st, ok := func() (*mboxState, bool) {
+		s := quietStore(t)
+		st := s.acquire(root, owner{-1, -1})
+		t.Cleanup(func() { s.releaseState(st) })
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st, st.loadFromCache()
+	}()
+	if !ok || st.listings != 0 {
+		t.Fatalf("second process: cache used %v, %d listings", ok, st.listings)
+	}
+	compareStates(t, viewOf(st), viewOf(openFull(t, root)), "open after a first open vs full open")
+	if err := os.Chtimes(filepath.Join(root, uidlistName), past, past); err != nil {
+		t.Fatal(err)
+	}
+	mbst := mb.(*mailbox).st
+	mbst.mu.Lock()
+	mbst.ulID = statID(filepath.Join(root, uidlistName))
+	mbst.mu.Unlock()
+	if _, err := mb.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !settled() {
+		t.Error("cache not marked settled after a quiet second")
 	}
 }
