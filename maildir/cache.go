@@ -1,6 +1,7 @@
 package maildir
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -123,6 +124,23 @@ func (st *mboxState) writeCache() {
 		return
 	}
 	st.cacheHdr = hdr
+	if !settled {
+		// Settle it when the uidlist has been quiet for a second, even if
+		// no Sync comes (the session ended, the server is stopping): the
+		// next process then reads nothing else. Store.Close cancels this.
+		wait := cacheQuiet - time.Since(time.Unix(0, c.ulID.mtime)) + 10*time.Millisecond
+		st.s.measure.start(func(ctx context.Context) {
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				st.mu.Lock()
+				st.writeCache()
+				st.mu.Unlock()
+			case <-ctx.Done():
+			}
+		})
+	}
 }
 
 // encode serialises cs. keywords gives the keyword list of letter bits, to
