@@ -101,9 +101,9 @@ type cacheState struct {
 //
 // A uidlist changed within the last second is recorded too, marked as not
 // settled: an open then reads it rather than trust the cache's copy (see
-// loadWithUidlist), and the next Sync after a quiet second writes the
-// cache again. So a first open, which writes the uidlist, leaves a cache
-// that spares the next process the listing.
+// loadWithUidlist), and a second later the cache is written again. So a
+// first open, which writes the uidlist, leaves a cache that spares the
+// next process the listing.
 func (st *mboxState) writeCache() {
 	c, quietDirs := st.currentDirIDs()
 	settled := quiet(c.ulID)
@@ -280,8 +280,10 @@ func sameStrings(a, b []string) bool {
 }
 
 // loadFromCache opens the mailbox from roost-cache if it is valid: one
-// file read, no directory listing, no uidlist. The state is then as a full
-// open (loadState and a listing) would have left it. Caller holds st.mu.
+// file read, no directory listing, no uidlist (or, if only the uidlist
+// changed, the uidlist and no listing: loadWithUidlist). The state is then
+// as a full open (loadState and a listing) would have left it. Caller
+// holds st.mu.
 func (st *mboxState) loadFromCache() bool {
 	c, dirsQuiet := st.currentDirIDs()
 	if !dirsQuiet {
