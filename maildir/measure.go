@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -112,11 +111,6 @@ func (st *mboxState) startMeasuring() {
 // the end). Messages that arrive meanwhile are measured in a further
 // round; a file that cannot be read is left to MessageSize.
 func (st *mboxState) measureAll(ctx context.Context) {
-	// Background work: its thread runs at the lowest priority, so that
-	// the commands of sessions (and other processes) come first. A thread
-	// still locked when its goroutine ends is not reused.
-	runtime.LockOSThread()
-	_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19)
 	defer st.s.releaseState(st)
 	defer func() {
 		st.mu.Lock()
