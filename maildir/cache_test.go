@@ -523,3 +523,20 @@ func TestCacheAfterFirstOpen(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestCacheDovecotFixture: each folder of a Maildir Dovecot wrote (its
+// uidlist fields, keywords, a folder name in modified UTF-7) opens from
+// the cache as it opens the long way: first from the cache a first open
+// leaves (uidlist read again), then from the settled one.
+func TestCacheDovecotFixture(t *testing.T) {
+	md := extractFixture(t, "testdata/dovecot-fixture.tar", t.TempDir())
+	for _, dir := range []string{md, filepath.Join(md, ".Entw&APw-rfe"), filepath.Join(md, ".Projects.2024")} {
+		first := openFull(t, dir) // adds T to Dovecot's records, then writes the cache
+		if _, err := os.Stat(filepath.Join(dir, cacheName)); err != nil {
+			t.Fatalf("%s: no cache after the first open: %v", dir, err)
+		}
+		compareStates(t, viewOf(openCached(t, dir)), viewOf(openFull(t, dir)), dir+": unsettled cache vs full open")
+		settle(t, first)
+		compareStates(t, viewOf(openCached(t, dir)), viewOf(openFull(t, dir)), dir+": settled cache vs full open")
+	}
+}
