@@ -33,6 +33,11 @@ import (
 // it has: a 100,000-line uidlist is rewritten at most this often.
 const measureFlush = 5 * time.Second
 
+// measureDelay is how long the measurer waits before it starts: a client
+// follows SELECT with a burst (UID FETCH 1:* (FLAGS) and the new headers),
+// which should not share the CPU with 100,000 file reads.
+const measureDelay = time.Second
+
 // measureBuf is the read size for measuring messages: most are read in
 // one call.
 const measureBuf = 64 << 10
@@ -117,6 +122,11 @@ func (st *mboxState) measureAll(ctx context.Context) {
 		st.measuring = false
 		st.mu.Unlock()
 	}()
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(measureDelay):
+	}
 	buf := make([]byte, measureBuf)
 	last := time.Now()
 	var after backend.UID
@@ -520,6 +530,11 @@ func (fd fdReader) Read(p []byte) (int, error) {
 		}
 		return n, nil
 	}
+}
+
+// crlfLen returns the size c has with every bare LF made CRLF.
+func crlfLen(c []byte) int64 {
+	return int64(len(c) + bytes.Count(c, []byte("\n")) - bytes.Count(c, []byte("\r\n")))
 }
 
 // crlfSize returns the size r would have with every bare LF made CRLF,

@@ -25,6 +25,8 @@ type crlfReader struct {
 	pendLF  bool  // an LF is owed after an inserted CR
 	toEOF   bool  // size unknown: stream to the end of the file
 	counted int64 // bytes produced, when toEOF
+	phys    int64 // the file's size, when toEOF
+	filled  bool  // buf was filled at least once
 	sized   func(int64)
 }
 
@@ -37,7 +39,7 @@ func newCRLFReader(f *os.File, size int64) *crlfReader {
 // newCRLFReaderToEOF streams a file of unknown CRLF size, physically
 // phys bytes, to its end, and then calls sized with the bytes produced.
 func newCRLFReaderToEOF(f *os.File, phys int64, sized func(int64)) *crlfReader {
-	return &crlfReader{f: f, buf: make([]byte, min(32*1024, max(phys, 0)+1)), left: math.MaxInt64, toEOF: true, sized: sized}
+	return &crlfReader{f: f, buf: make([]byte, min(32*1024, max(phys, 0)+1)), left: math.MaxInt64, toEOF: true, phys: phys, sized: sized}
 }
 
 func (c *crlfReader) Read(p []byte) (int, error) {
@@ -81,6 +83,14 @@ func (c *crlfReader) read(p []byte) (int, error) {
 				return 0, err
 			}
 			c.r, c.w = 0, k
+			if c.toEOF && c.sized != nil && !c.filled && int64(k) == c.phys {
+				// The whole file came in the first read (most messages
+				// do): its size costs a count, even to a reader that
+				// wants only the header.
+				c.sized(crlfLen(c.buf[:k]))
+				c.sized = nil
+			}
+			c.filled = true
 		}
 		n += c.convert(p[n:])
 	}
