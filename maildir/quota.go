@@ -114,6 +114,9 @@ type quotaFS struct {
 	opts Options
 	own  owner
 	g    *nameGen
+	// limits go into a maildirsize counted from scratch when there was
+	// none (nil: no limits in its header).
+	limits *maildirsize
 }
 
 // read returns current usage, recalculating by the Maildir++ rules.
@@ -122,7 +125,7 @@ func (q quotaFS) read(root string) (maildirsize, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			_, after, err := q.recalc(root, nil)
+			_, after, err := q.recalc(root, q.limits)
 			return after, err
 		}
 		return maildirsize{}, fmt.Errorf("read %s: %w", p, err)
@@ -381,10 +384,20 @@ func (q quotaFS) setLimit(root string, bytes, messages int64) error {
 	return err
 }
 
-func (u *user) quotaFS() quotaFS { return quotaFS{opts: u.s.opts, own: u.own, g: u.s.names} }
+func (u *user) quotaFS() quotaFS {
+	return quotaFS{opts: u.s.opts, own: u.own, g: u.s.names,
+		limits: &maildirsize{limitBytes: u.acct.QuotaBytes, limitMsgs: u.acct.QuotaMessages}}
+}
 
 // syncQuotaLimit keeps the maildirsize header in step with the account.
+// A missing maildirsize is counted when first needed (a quota check or
+// Quota), with the account's limits, not at login: counting a
+// 100,000-message Maildir would delay the first login by 100 ms, as
+// Dovecot does not.
 func (u *user) syncQuotaLimit() error {
+	if _, err := os.Lstat(filepath.Join(u.root, maildirsizeName)); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
 	return u.quotaFS().setLimit(u.root, u.acct.QuotaBytes, u.acct.QuotaMessages)
 }
 
