@@ -145,7 +145,8 @@ func BenchmarkOpenSync100k(b *testing.B) {
 // each, no uidlist): every file gets a UID and its date (one stat); its
 // CRLF size is left unknown. measure-ms is the background measurement
 // that follows, from the snapshot to every size published and recorded
-// in the uidlist (one run, after the timed ones).
+// in the uidlist (one run, after the timed ones), including the
+// measurer's one-second wait (measureDelay).
 func BenchmarkFirstOpenPostfix100k(b *testing.B) {
 	root := filepath.Join(b.TempDir(), "Maildir")
 	for _, d := range []string{"cur", "new", "tmp"} {
