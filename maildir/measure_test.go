@@ -449,6 +449,12 @@ func TestCloseStopsMeasurer(t *testing.T) {
 	st := mb.(*mailbox).st
 	mb.Close()
 	u.Close()
+	// Close while it reads (past its initial wait).
+	for deadline := time.Now().Add(20 * time.Second); st.sizeReads.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the measurer read nothing within 20s")
+		}
+	}
 	st.mu.Lock()
 	running := st.measuring
 	st.mu.Unlock()
