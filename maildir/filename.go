@@ -1,6 +1,8 @@
 package maildir
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"os"
 	"sort"
 	"strconv"
@@ -144,11 +146,12 @@ func makeInfo(old string, flags backend.Flags, kw uint32) string {
 }
 
 // nameGen makes Dovecot-style unique base names:
-// <sec>.M<usec>P<pid>.<host>. Within a process the microsecond part is
+// <sec>.M<usec>P<pid>R<tag>.<host>. Within a generator the microsecond part is
 // bumped so that two names never repeat; across processes the pid differs.
 type nameGen struct {
 	host    string
 	pid     string
+	tag     string       // sets this generator's names apart from another's in this process
 	last    atomic.Int64 // last used time in microseconds
 	lastSec atomic.Int64 // last value of nextSecond
 }
@@ -160,7 +163,12 @@ func newNameGen() *nameGen {
 	}
 	// The Maildir spec: '/' and ':' in the host name become \057 and \072.
 	h = strings.NewReplacer("/", `\057`, ":", `\072`, ",", `\054`).Replace(h)
-	return &nameGen{host: h, pid: strconv.Itoa(os.Getpid())}
+	// Two generators in one process (two Stores, or a Store and a quota
+	// recalculation) could pick the same microsecond: a random tag after
+	// the pid keeps their names apart.
+	var tag [4]byte
+	rand.Read(tag[:])
+	return &nameGen{host: h, pid: strconv.Itoa(os.Getpid()), tag: "R" + hex.EncodeToString(tag[:])}
 }
 
 func (g *nameGen) next() string {
@@ -175,7 +183,7 @@ func (g *nameGen) next() string {
 		}
 	}
 	sec, usec := now/1e6, now%1e6
-	return strconv.FormatInt(sec, 10) + ".M" + strconv.FormatInt(usec, 10) + "P" + g.pid + "." + g.host
+	return strconv.FormatInt(sec, 10) + ".M" + strconv.FormatInt(usec, 10) + "P" + g.pid + g.tag + "." + g.host
 }
 
 // nextSecond returns the current Unix time, bumped so that this process
