@@ -178,6 +178,23 @@ func (s *Snapshot) Find(uid UID) int {
 	return -1
 }
 
+// Counts returns the figures of Status that the snapshot holds: all but
+// Size, which may need messages measured (Mailbox.Status). IMAP STATUS
+// without SIZE uses it, so that it never reads message files.
+func (s *Snapshot) Counts() Status {
+	st := Status{Messages: uint32(len(s.Messages)), UIDNext: s.UIDNext, UIDValidity: s.UIDValidity}
+	for i := range s.Messages {
+		f := s.Messages[i].Flags
+		if f&FlagSeen == 0 {
+			st.Unseen++
+		}
+		if f&FlagDeleted != 0 {
+			st.Deleted++
+		}
+	}
+	return st
+}
+
 // Status summarises a mailbox (IMAP STATUS, roostctl mailbox status).
 type Status struct {
 	Messages    uint32

@@ -292,7 +292,7 @@ func (s *session) Status(name string, opts *imap.StatusOptions) (*imap.StatusDat
 }
 
 func (s *session) status(sname, name string, opts *imap.StatusOptions) (*imap.StatusData, error) {
-	st, err := s.mailboxStatus(sname)
+	st, err := s.mailboxStatus(sname, opts.Size)
 	if err != nil {
 		return nil, s.fail("mailbox status", err)
 	}
@@ -325,18 +325,28 @@ func (s *session) status(sname, name string, opts *imap.StatusOptions) (*imap.St
 }
 
 // mailboxStatus uses the shared handle when the mailbox is open in this
-// process, and a short-lived one otherwise.
-func (s *session) mailboxStatus(sname string) (backend.Status, error) {
+// process, and a short-lived one otherwise. Without size it only syncs:
+// sizes not measured yet would cost reading those files.
+func (s *session) mailboxStatus(sname string, size bool) (backend.Status, error) {
+	var mb backend.Mailbox
 	if st := s.srv.lookupMailbox(s.username, sname); st != nil {
 		defer s.srv.releaseMailbox(st)
-		return st.mbox.Status(s.ctx)
+		mb = st.mbox
+	} else {
+		var err error
+		if mb, err = s.user.OpenMailbox(s.ctx, sname); err != nil {
+			return backend.Status{}, err
+		}
+		defer mb.Close()
 	}
-	mb, err := s.user.OpenMailbox(s.ctx, sname)
+	if size {
+		return mb.Status(s.ctx)
+	}
+	snap, err := mb.Sync(s.ctx)
 	if err != nil {
 		return backend.Status{}, err
 	}
-	defer mb.Close()
-	return mb.Status(s.ctx)
+	return snap.Counts(), nil
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -36,6 +36,8 @@ type sizeStore struct {
 	hide   func(backend.Message) bool
 	before func(mb backend.Mailbox, uid backend.UID) error
 	calls  atomic.Int64
+	// statuses counts Mailbox.Status calls, which sum exact sizes.
+	statuses atomic.Int64
 }
 
 type sizeUser struct {
@@ -110,6 +112,11 @@ func (mb *sizeMailbox) SetFlags(ctx context.Context, uids []backend.UID, op back
 		return nil, err
 	}
 	return mb.convert(ctx, msgs)
+}
+
+func (mb *sizeMailbox) Status(ctx context.Context) (backend.Status, error) {
+	mb.s.statuses.Add(1)
+	return mb.Mailbox.Status(ctx)
 }
 
 func (mb *sizeMailbox) MessageSize(ctx context.Context, uid backend.UID) (int64, error) {
@@ -275,6 +282,36 @@ func TestUnmeasuredSizesAnswerAlike(t *testing.T) {
 				t.Errorf("STATUS SIZE with unmeasured sizes: %s, want %d", out, sum)
 			}
 		})
+	}
+}
+
+// TestStatusWithoutSizeMeasuresNothing: STATUS and LIST-STATUS without
+// SIZE count from a snapshot, so that a client polling folders never makes
+// the store read unmeasured messages; with SIZE they ask the store, which
+// sums exact sizes.
+func TestStatusWithoutSizeMeasuresNothing(t *testing.T) {
+	_, unknown, us := unmeasuredPair(t, nil)
+	r := unknown.raw(t)
+	r.login("alice", alicePass)
+	for _, tc := range []struct {
+		cmd, want string
+		statuses  int64
+	}{
+		{"STATUS INBOX (MESSAGES UNSEEN DELETED UIDNEXT UIDVALIDITY)", "UNSEEN " + strconv.Itoa(len(sizeMessages)) + " DELETED 0", 0},
+		{`LIST "" "INBOX" RETURN (STATUS (MESSAGES UNSEEN))`, "MESSAGES " + strconv.Itoa(len(sizeMessages)), 0},
+		{"STATUS INBOX (MESSAGES SIZE)", "SIZE ", 1},
+	} {
+		before, calls := us.statuses.Load(), us.calls.Load()
+		out := strings.Join(r.cmd(tc.cmd), "\n")
+		if !strings.Contains(out, tc.want) || !strings.Contains(last(strings.Split(out, "\n")), " OK ") {
+			t.Errorf("%s:\n%s\nwant %q", tc.cmd, out, tc.want)
+		}
+		if n := us.statuses.Load() - before; n != tc.statuses {
+			t.Errorf("%s: %d Status calls, want %d", tc.cmd, n, tc.statuses)
+		}
+		if n := us.calls.Load() - calls; n != 0 {
+			t.Errorf("%s: %d MessageSize calls, want none", tc.cmd, n)
+		}
 	}
 }
 

@@ -24,7 +24,9 @@
 //     no-replace rename) and is never overwritten; a failed Append or Copy
 //     leaves nothing; quota is checked before the file becomes visible.
 //   - Message.Size is the exact length of the CRLF stream OpenMessage
-//     returns; it is computed once per message and cached (",W=" or W).
+//     returns, or -1 until measured: opening never reads a message file;
+//     MessageSize and a background measurer read it once, and the size
+//     is kept (",W=" or the uidlist's W).
 //   - Damaged state files are logged and recovered from; no input makes
 //     a message disappear.
 //

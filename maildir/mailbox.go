@@ -43,16 +43,7 @@ func (mb *mailbox) Status(ctx context.Context) (backend.Status, error) {
 	if err != nil {
 		return backend.Status{}, err
 	}
-	s := backend.Status{Messages: uint32(len(snap.Messages)), UIDNext: snap.UIDNext, UIDValidity: snap.UIDValidity}
-	for i := range snap.Messages {
-		m := &snap.Messages[i]
-		if m.Flags&backend.FlagSeen == 0 {
-			s.Unseen++
-		}
-		if m.Flags&backend.FlagDeleted != 0 {
-			s.Deleted++
-		}
-	}
+	s := snap.Counts()
 	size, err := mb.st.sumSizes(ctx, snap.Messages)
 	if err != nil {
 		return backend.Status{}, fmt.Errorf("maildir: status of %s of %s: %w", mb.name, mb.u.acct.Name, err)

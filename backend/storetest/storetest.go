@@ -774,6 +774,10 @@ func testStatus(t *testing.T, newStore Factory) {
 	if st != want {
 		t.Errorf("Status = %+v, want %+v", st, want)
 	}
+	want.Size = 0
+	if c := s.Counts(); c != want {
+		t.Errorf("Snapshot.Counts = %+v, want %+v", c, want)
+	}
 }
 
 func testConcurrentAppend(t *testing.T, newStore Factory) {
