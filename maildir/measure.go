@@ -42,6 +42,11 @@ const measureDelay = time.Second
 // one call.
 const measureBuf = 64 << 10
 
+// measureSlots is how many mailboxes a Store measures at once: after a
+// migration thousands of users may log in to unmeasured mailboxes, and
+// their measurers would otherwise all read files at the same time.
+const measureSlots = 2
+
 // measurers runs the Store's background measurers; Store.Close stops them
 // and waits. The zero value is ready.
 type measurers struct {
@@ -50,7 +55,26 @@ type measurers struct {
 	cancel context.CancelFunc
 	closed bool
 	wg     sync.WaitGroup
+	slots  chan struct{} // a token per mailbox being measured
 }
+
+// acquire waits for a measuring slot; false if ctx ended first.
+func (g *measurers) acquire(ctx context.Context) bool {
+	g.mu.Lock()
+	if g.slots == nil {
+		g.slots = make(chan struct{}, measureSlots)
+	}
+	slots := g.slots
+	g.mu.Unlock()
+	select {
+	case slots <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (g *measurers) release() { <-g.slots }
 
 // start runs f in a goroutine unless the Store is closing.
 func (g *measurers) start(f func(ctx context.Context)) bool {
@@ -127,6 +151,10 @@ func (st *mboxState) measureAll(ctx context.Context) {
 		return
 	case <-time.After(measureDelay):
 	}
+	if !st.s.measure.acquire(ctx) {
+		return
+	}
+	defer st.s.measure.release()
 	buf := make([]byte, measureBuf)
 	last := time.Now()
 	var after backend.UID

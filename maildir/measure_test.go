@@ -633,3 +633,68 @@ func waitIdle(t *testing.T, st *mboxState) {
 		}
 	}
 }
+
+// TestMeasurersShareSlots: a Store measures at most measureSlots
+// mailboxes at once; another waits for a slot (its sizes stay available
+// on demand) and a Store.Close ends the wait.
+func TestMeasurersShareSlots(t *testing.T) {
+	root, sizes := postfixMaildir(t, 20)
+	s := New(Options{SpecialUse: map[string]string{}})
+	ctx := context.Background()
+	for i := 0; i < measureSlots; i++ {
+		if !s.measure.acquire(ctx) {
+			t.Fatal("no free measuring slot in a new Store")
+		}
+	}
+	u, err := s.Open(ctx, backend.Account{Name: "alice", Maildir: root, UID: -1, GID: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, err := u.OpenMailbox(ctx, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := mb.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := mb.(*mailbox).st
+	time.Sleep(measureDelay + 300*time.Millisecond)
+	if n := st.sizeReads.Load(); n != 0 {
+		t.Fatalf("the measurer read %d files without a slot", n)
+	}
+	m := snap.Messages[0]
+	if got := mustSize(t, mb, m.UID); got != sizes[m.Key] {
+		t.Errorf("MessageSize while the measurer waits = %d, want %d", got, sizes[m.Key])
+	}
+	s.measure.release()
+	waitMeasured(t, mb)
+	s.measure.release()
+
+	// A measurer waiting for a slot returns when the Store closes.
+	root2, _ := postfixMaildir(t, 5)
+	for i := 0; i < measureSlots; i++ {
+		s.measure.acquire(ctx)
+	}
+	u2, err := s.Open(ctx, backend.Account{Name: "bob", Maildir: root2, UID: -1, GID: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb2, err := u2.OpenMailbox(ctx, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mb2.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(measureDelay + 100*time.Millisecond)
+	mb.Close()
+	mb2.Close()
+	done := make(chan struct{})
+	go func() { s.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Store.Close waits for a measurer that waits for a slot")
+	}
+}
