@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/emersion/go-imap/v2"
@@ -19,115 +18,10 @@ import (
 
 	"github.com/roost-mail/roost/auth"
 	"github.com/roost-mail/roost/backend"
+	"github.com/roost-mail/roost/backend/storetest"
 	"github.com/roost-mail/roost/imapd"
 	"github.com/roost-mail/roost/internal/testenv"
 )
-
-// sizeStore wraps the real maildir store to set what its snapshots and
-// SetFlags answers say about sizes: the messages hide picks (every message
-// if hide is nil) report Size -1, whatever the store knows, as if its
-// measurer had not reached them; every other size is known (measured
-// first if the store has not yet), as before stores measured on demand.
-// MessageSize delegates to the
-// real store, counted; before, if set, runs first (to expunge the message,
-// as another session could), and an error it returns is MessageSize's.
-type sizeStore struct {
-	backend.Store
-	hide   func(backend.Message) bool
-	before func(mb backend.Mailbox, uid backend.UID) error
-	calls  atomic.Int64
-	// statuses counts Mailbox.Status calls, which sum exact sizes.
-	statuses atomic.Int64
-}
-
-type sizeUser struct {
-	backend.User
-	s *sizeStore
-}
-
-type sizeMailbox struct {
-	backend.Mailbox
-	s *sizeStore
-
-	mu        sync.Mutex
-	real, out *backend.Snapshot // the last snapshot converted, and its conversion
-}
-
-func (s *sizeStore) Open(ctx context.Context, acct backend.Account) (backend.User, error) {
-	u, err := s.Store.Open(ctx, acct)
-	if err != nil {
-		return nil, err
-	}
-	return sizeUser{u, s}, nil
-}
-
-func (u sizeUser) OpenMailbox(ctx context.Context, name string) (backend.Mailbox, error) {
-	mb, err := u.User.OpenMailbox(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	return &sizeMailbox{Mailbox: mb, s: u.s}, nil
-}
-
-func (mb *sizeMailbox) convert(ctx context.Context, msgs []backend.Message) ([]backend.Message, error) {
-	out := make([]backend.Message, len(msgs))
-	for i, m := range msgs {
-		switch {
-		case mb.s.hide == nil || mb.s.hide(m):
-			m.Size = -1
-		case m.Size < 0:
-			n, err := mb.Mailbox.MessageSize(ctx, m.UID)
-			if err != nil {
-				return nil, err
-			}
-			m.Size = n
-		}
-		out[i] = m
-	}
-	return out, nil
-}
-
-// Sync returns the same converted snapshot for the same real one, as a
-// store does when nothing changed (imapd compares snapshot pointers).
-func (mb *sizeMailbox) Sync(ctx context.Context) (*backend.Snapshot, error) {
-	snap, err := mb.Mailbox.Sync(ctx)
-	if err != nil {
-		return nil, err
-	}
-	mb.mu.Lock()
-	defer mb.mu.Unlock()
-	if snap != mb.real {
-		out := *snap
-		if out.Messages, err = mb.convert(ctx, snap.Messages); err != nil {
-			return nil, err
-		}
-		mb.real, mb.out = snap, &out
-	}
-	return mb.out, nil
-}
-
-func (mb *sizeMailbox) SetFlags(ctx context.Context, uids []backend.UID, op backend.FlagOp, flags backend.Flags, kws []string) ([]backend.Message, error) {
-	msgs, err := mb.Mailbox.SetFlags(ctx, uids, op, flags, kws)
-	if err != nil {
-		return nil, err
-	}
-	return mb.convert(ctx, msgs)
-}
-
-func (mb *sizeMailbox) Status(ctx context.Context) (backend.Status, error) {
-	mb.s.statuses.Add(1)
-	return mb.Mailbox.Status(ctx)
-}
-
-func (mb *sizeMailbox) MessageSize(ctx context.Context, uid backend.UID) (int64, error) {
-	mb.s.calls.Add(1)
-	if mb.s.before != nil {
-		if err := mb.s.before(mb.Mailbox, uid); err != nil {
-			return 0, err
-		}
-	}
-	return mb.Mailbox.MessageSize(ctx, uid)
-}
 
 // sizeMessages are the messages the size tests serve: MIME parts, odd
 // shapes, line ends to convert and a big one.
@@ -143,28 +37,28 @@ var sizeMessages = []string{
 
 // unmeasuredPair delivers sizeMessages to alice as Postfix does (no size
 // in the file names) and returns two servers on that Maildir: one whose
-// snapshots have every size (a sizeStore hiding none), and one whose
+// snapshots have every size (a storetest.SizeHider hiding none), and one whose
 // snapshots report -1 for the messages hide picks (every one if nil).
-func unmeasuredPair(t *testing.T, hide func(backend.Message) bool) (known, unknown *testServer, us *sizeStore) {
+func unmeasuredPair(t *testing.T, hide func(backend.Message) bool) (known, unknown *testServer, us *storetest.SizeHider) {
 	t.Helper()
 	return unmeasuredPairOf(t, hide, sizeMessages...)
 }
 
 // unmeasuredPairOf is unmeasuredPair with msgs for messages.
-func unmeasuredPairOf(t *testing.T, hide func(backend.Message) bool, msgs ...string) (known, unknown *testServer, us *sizeStore) {
+func unmeasuredPairOf(t *testing.T, hide func(backend.Message) bool, msgs ...string) (known, unknown *testServer, us *storetest.SizeHider) {
 	t.Helper()
 	var a auth.Authenticator
 	known = newTestServer(t, func(o *imapd.Options) {
 		closeAtEnd(t, o.Store)
 		a = o.Auth
-		o.Store = &sizeStore{Store: o.Store, hide: measureAll}
+		o.Store = &storetest.SizeHider{Store: o.Store, Hide: measureAll}
 	})
 	for _, m := range msgs {
 		known.deliver(t, "alice", "", m)
 	}
 	unknown = newTestServer(t, func(o *imapd.Options) {
 		closeAtEnd(t, o.Store)
-		us = &sizeStore{Store: o.Store, hide: hide}
+		us = &storetest.SizeHider{Store: o.Store, Hide: hide}
 		o.Store, o.Auth = us, a
 	})
 	return known, unknown, us
@@ -253,7 +147,7 @@ func TestUnmeasuredSizesAnswerAlike(t *testing.T) {
 				}
 			}
 			for _, cmd := range append(append([]string{}, sizeCommands...), noSizeCommands...) {
-				before := us.calls.Load()
+				before := us.Calls.Load()
 				want := strings.Join(rk.cmd(cmd), "\r\n")
 				got := strings.Join(ru.cmd(cmd), "\r\n")
 				if got != want {
@@ -262,7 +156,7 @@ func TestUnmeasuredSizesAnswerAlike(t *testing.T) {
 				if !strings.Contains(last(strings.Split(got, "\r\n")), " OK ") {
 					t.Errorf("%s: %s", cmd, last(strings.Split(got, "\r\n")))
 				}
-				calls, needs := us.calls.Load()-before, slices.Contains(sizeCommands, cmd)
+				calls, needs := us.Calls.Load()-before, slices.Contains(sizeCommands, cmd)
 				search := strings.Contains(cmd, "SEARCH")
 				switch {
 				case needs && search && calls > unmeasured: // a message failing a cheaper key is not measured
@@ -301,15 +195,15 @@ func TestStatusWithoutSizeMeasuresNothing(t *testing.T) {
 		{`LIST "" "INBOX" RETURN (STATUS (MESSAGES UNSEEN))`, "MESSAGES " + strconv.Itoa(len(sizeMessages)), 0},
 		{"STATUS INBOX (MESSAGES SIZE)", "SIZE ", 1},
 	} {
-		before, calls := us.statuses.Load(), us.calls.Load()
+		before, calls := us.Statuses.Load(), us.Calls.Load()
 		out := strings.Join(r.cmd(tc.cmd), "\n")
 		if !strings.Contains(out, tc.want) || !strings.Contains(last(strings.Split(out, "\n")), " OK ") {
 			t.Errorf("%s:\n%s\nwant %q", tc.cmd, out, tc.want)
 		}
-		if n := us.statuses.Load() - before; n != tc.statuses {
+		if n := us.Statuses.Load() - before; n != tc.statuses {
 			t.Errorf("%s: %d Status calls, want %d", tc.cmd, n, tc.statuses)
 		}
-		if n := us.calls.Load() - calls; n != 0 {
+		if n := us.Calls.Load() - calls; n != 0 {
 			t.Errorf("%s: %d MessageSize calls, want none", tc.cmd, n)
 		}
 	}
@@ -342,7 +236,7 @@ func TestUnmeasuredSizeSetsSeen(t *testing.T) {
 			t.Errorf("message %d: flags %v after FETCH BODY[]", i+1, m.Flags)
 		}
 	}
-	if n := us.calls.Load(); n != int64(len(sizeMessages)) {
+	if n := us.Calls.Load(); n != int64(len(sizeMessages)) {
 		t.Errorf("%d MessageSize calls, want %d", n, len(sizeMessages))
 	}
 }
@@ -356,7 +250,7 @@ func TestUnmeasuredSizeOfExpungedMessage(t *testing.T) {
 	for _, cmd := range []string{"FETCH 1:* RFC822.SIZE", "FETCH 1:* (FLAGS BODY.PEEK[])", "FETCH 1:* BINARY.SIZE[]", "SEARCH LARGER 1", "SEARCH SMALLER 1000000"} {
 		t.Run(cmd, func(t *testing.T) {
 			_, unknown, us := unmeasuredPair(t, nil)
-			us.before = func(mb backend.Mailbox, uid backend.UID) error {
+			us.Before = func(mb backend.Mailbox, uid backend.UID) error {
 				if uid == 2 {
 					_, err := mb.Expunge(context.Background(), []backend.UID{uid})
 					return err
@@ -405,7 +299,7 @@ func TestUnmeasuredSizeOfExpungedMessage(t *testing.T) {
 // so does everything once the store answers again.
 func TestUnmeasuredSizeUnreadable(t *testing.T) {
 	_, unknown, us := unmeasuredPair(t, nil)
-	us.before = func(backend.Mailbox, backend.UID) error { return errors.New("disk on fire") }
+	us.Before = func(backend.Mailbox, backend.UID) error { return errors.New("disk on fire") }
 	r := unknown.raw(t)
 	r.login("alice", alicePass)
 	r.cmd("SELECT INBOX")
@@ -424,7 +318,7 @@ func TestUnmeasuredSizeUnreadable(t *testing.T) {
 	if l := last(r.cmd("FETCH 1:* FLAGS")); !strings.Contains(l, "OK") {
 		t.Errorf("FETCH FLAGS: %s", l)
 	}
-	us.before = nil
+	us.Before = nil
 	if out := strings.Join(r.cmd("SEARCH LARGER 10"), "\n"); !strings.Contains(out, "* SEARCH 1 2 4 5 6 7\n") {
 		t.Errorf("SEARCH once the store answers:\n%s", out)
 	}
@@ -495,7 +389,7 @@ m.logout()
 	if !strings.Contains(got, "RFC822.SIZE "+strconv.Itoa(len(crlfAny(sizeMessages[6])))) {
 		t.Errorf("imaplib: no RFC822.SIZE of the big message in\n%.1000s", got)
 	}
-	if n := us.calls.Load(); n != int64(4*(len(sizeMessages)-1)) {
+	if n := us.Calls.Load(); n != int64(4*(len(sizeMessages)-1)) {
 		t.Errorf("%d MessageSize calls, want one per unmeasured message (%d) for each of the 4 commands", n, len(sizeMessages)-1)
 	}
 }
@@ -553,7 +447,7 @@ func TestUnmeasuredSizesAsDovecot(t *testing.T) {
 	if got := answers(unknown.login(t, "alice")); got != want {
 		t.Errorf("Roost over unmeasured sizes:\n%.3000s\nDovecot:\n%.3000s", got, want)
 	}
-	if us.calls.Load() == 0 {
+	if us.Calls.Load() == 0 {
 		t.Error("Roost measured no size")
 	}
 }
@@ -573,13 +467,13 @@ func TestUnmeasuredSizeExpungedInView(t *testing.T) {
 	if l := last(other.cmd("EXPUNGE")); !strings.Contains(l, "OK") {
 		t.Fatal(l)
 	}
-	before := us.calls.Load()
+	before := us.Calls.Load()
 	lines := r.cmd("FETCH 1:* (FLAGS RFC822.SIZE)")
 	out := strings.Join(lines, "\n")
 	if !strings.Contains(last(lines), "NO [EXPUNGEISSUED]") || strings.Contains(out, "* 2 FETCH") || !strings.Contains(out, "* 7 FETCH") {
 		t.Errorf("FETCH with message 2 expunged by another session:\n%.1000s", out)
 	}
-	if n := us.calls.Load() - before; n != int64(len(sizeMessages)-1) {
+	if n := us.Calls.Load() - before; n != int64(len(sizeMessages)-1) {
 		t.Errorf("%d MessageSize calls, want %d: none for the expunged message", n, len(sizeMessages)-1)
 	}
 	if out := strings.Join(r.cmd("SEARCH LARGER 1"), "\n"); !strings.Contains(out, "* SEARCH 1 4 5 6 7\n") {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/roost-mail/roost/backend/storetest"
 	"github.com/roost-mail/roost/internal/testenv"
 	"github.com/roost-mail/roost/maildir"
 	"github.com/roost-mail/roost/pop3d"
@@ -211,7 +212,7 @@ func TestDovecotSameAnswers(t *testing.T) {
 	// dot-stuffing), through the store's CRLF reader, and over a store that
 	// has measured no size yet, on the same Maildir.
 	conv := newEnv(t, func(o *pop3d.Options) { o.Store, o.Auth = convertingStore{o.Store}, e.users })
-	unmeasured := &sizeStore{}
+	unmeasured := &storetest.SizeHider{}
 	lazy := newEnv(t, func(o *pop3d.Options) { unmeasured.Store, o.Store, o.Auth = o.Store, unmeasured, e.users })
 	for _, srv := range []*env{e, conv, lazy} {
 		c := srv.waitLogin("alice", "secret")
@@ -226,7 +227,7 @@ func TestDovecotSameAnswers(t *testing.T) {
 		}
 		compareWithDovecot(t, string(dove), roost)
 	}
-	if n := unmeasured.calls.Load(); n != int64(len(msgs)) {
+	if n := unmeasured.Calls.Load(); n != int64(len(msgs)) {
 		t.Errorf("the run over unmeasured sizes measured %d messages, want %d", n, len(msgs))
 	}
 }

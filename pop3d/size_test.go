@@ -7,144 +7,33 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/roost-mail/roost/backend"
+	"github.com/roost-mail/roost/backend/storetest"
 	"github.com/roost-mail/roost/internal/testenv"
 	"github.com/roost-mail/roost/pop3d"
 )
-
-// sizeStore wraps the real maildir store to set what its snapshots and
-// SetFlags answers say about sizes: the messages hide picks (every message
-// if hide is nil) report Size -1, whatever the store knows, as if its
-// measurer had not reached them; every other size is known (measured
-// first if the store has not yet), as before stores measured on demand.
-// MessageSize delegates to the
-// real store, counted; before, if set, runs first (to expunge the message,
-// as another session could), and an error it returns is MessageSize's.
-// OpenRawMessage is passed on, so RETR takes the same path as over the
-// bare store.
-type sizeStore struct {
-	backend.Store
-	hide   func(backend.Message) bool
-	before func(mb backend.Mailbox, uid backend.UID) error
-	calls  atomic.Int64
-}
-
-type sizeUser struct {
-	backend.User
-	s *sizeStore
-}
-
-type sizeMailbox struct {
-	backend.Mailbox
-	s *sizeStore
-
-	mu        sync.Mutex
-	real, out *backend.Snapshot // the last snapshot converted, and its conversion
-}
-
-// rawOpener is the maildir store's optional OpenRawMessage.
-type rawOpener interface {
-	OpenRawMessage(ctx context.Context, uid backend.UID) (io.ReadCloser, error)
-}
-
-func (s *sizeStore) Open(ctx context.Context, acct backend.Account) (backend.User, error) {
-	u, err := s.Store.Open(ctx, acct)
-	if err != nil {
-		return nil, err
-	}
-	return sizeUser{u, s}, nil
-}
-
-func (u sizeUser) OpenMailbox(ctx context.Context, name string) (backend.Mailbox, error) {
-	mb, err := u.User.OpenMailbox(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	return &sizeMailbox{Mailbox: mb, s: u.s}, nil
-}
-
-func (mb *sizeMailbox) convert(ctx context.Context, msgs []backend.Message) ([]backend.Message, error) {
-	out := make([]backend.Message, len(msgs))
-	for i, m := range msgs {
-		switch {
-		case mb.s.hide == nil || mb.s.hide(m):
-			m.Size = -1
-		case m.Size < 0:
-			n, err := mb.Mailbox.MessageSize(ctx, m.UID)
-			if err != nil {
-				return nil, err
-			}
-			m.Size = n
-		}
-		out[i] = m
-	}
-	return out, nil
-}
-
-// Sync returns the same converted snapshot for the same real one, as a
-// store does when nothing changed (imapd compares snapshot pointers).
-func (mb *sizeMailbox) Sync(ctx context.Context) (*backend.Snapshot, error) {
-	snap, err := mb.Mailbox.Sync(ctx)
-	if err != nil {
-		return nil, err
-	}
-	mb.mu.Lock()
-	defer mb.mu.Unlock()
-	if snap != mb.real {
-		out := *snap
-		if out.Messages, err = mb.convert(ctx, snap.Messages); err != nil {
-			return nil, err
-		}
-		mb.real, mb.out = snap, &out
-	}
-	return mb.out, nil
-}
-
-func (mb *sizeMailbox) SetFlags(ctx context.Context, uids []backend.UID, op backend.FlagOp, flags backend.Flags, kws []string) ([]backend.Message, error) {
-	msgs, err := mb.Mailbox.SetFlags(ctx, uids, op, flags, kws)
-	if err != nil {
-		return nil, err
-	}
-	return mb.convert(ctx, msgs)
-}
-
-func (mb *sizeMailbox) MessageSize(ctx context.Context, uid backend.UID) (int64, error) {
-	mb.s.calls.Add(1)
-	if mb.s.before != nil {
-		if err := mb.s.before(mb.Mailbox, uid); err != nil {
-			return 0, err
-		}
-	}
-	return mb.Mailbox.MessageSize(ctx, uid)
-}
-
-func (mb *sizeMailbox) OpenRawMessage(ctx context.Context, uid backend.UID) (io.ReadCloser, error) {
-	return mb.Mailbox.(rawOpener).OpenRawMessage(ctx, uid)
-}
 
 // sizeMessages are tricky's awkward messages and a big one.
 var sizeMessages = append(append([]string{}, tricky...), "Subject: big\n\n"+strings.Repeat(".a line of a long message\n", 20000))
 
 // unmeasuredPair delivers sizeMessages to alice as Postfix does (no size
 // in the file names) and returns two servers on that Maildir: one whose
-// snapshots have every size (a sizeStore hiding none), and one whose
+// snapshots have every size (a storetest.SizeHider hiding none), and one whose
 // snapshots report -1 for the messages hide picks (every one if nil).
-func unmeasuredPair(t *testing.T, hide func(backend.Message) bool) (known, unknown *env, us *sizeStore) {
+func unmeasuredPair(t *testing.T, hide func(backend.Message) bool) (known, unknown *env, us *storetest.SizeHider) {
 	t.Helper()
 	return unmeasuredPairOf(t, hide, sizeMessages...)
 }
 
 // unmeasuredPairOf is unmeasuredPair with msgs for messages.
-func unmeasuredPairOf(t *testing.T, hide func(backend.Message) bool, msgs ...string) (known, unknown *env, us *sizeStore) {
+func unmeasuredPairOf(t *testing.T, hide func(backend.Message) bool, msgs ...string) (known, unknown *env, us *storetest.SizeHider) {
 	t.Helper()
-	known = newEnv(t, func(o *pop3d.Options) { o.Store = &sizeStore{Store: o.Store, hide: measureAll} })
+	known = newEnv(t, func(o *pop3d.Options) { o.Store = &storetest.SizeHider{Store: o.Store, Hide: measureAll} })
 	known.deliver("alice", msgs...)
-	us = &sizeStore{hide: hide}
+	us = &storetest.SizeHider{Hide: hide}
 	unknown = newEnv(t, func(o *pop3d.Options) { us.Store, o.Store, o.Auth = o.Store, us, known.users })
 	unknown.root = known.root
 	return known, unknown, us
@@ -217,7 +106,7 @@ func TestUnmeasuredSizesAnswerAlike(t *testing.T) {
 			if !strings.Contains(got, "+OK Logged in, 7 messages (") || strings.Contains(got, "-ERR") {
 				t.Errorf("session:\n%.2000s", got)
 			}
-			if n := us.calls.Load(); n != tc.want {
+			if n := us.Calls.Load(); n != tc.want {
 				t.Errorf("%d MessageSize calls, want %d", n, tc.want)
 			}
 		})
@@ -279,7 +168,7 @@ print(json.dumps(out))
 func TestUnmeasuredSizeOfExpungedMessage(t *testing.T) {
 	known, unknown, us := unmeasuredPair(t, nil)
 	want := replies(known.session("LIST 3", "RETR 3", "UIDL 3"))
-	us.before = func(mb backend.Mailbox, uid backend.UID) error {
+	us.Before = func(mb backend.Mailbox, uid backend.UID) error {
 		if uid == 2 {
 			_, err := mb.Expunge(context.Background(), []backend.UID{uid})
 			return err
@@ -310,7 +199,7 @@ func TestUnmeasuredSizeOfExpungedMessage(t *testing.T) {
 // store answers again, succeeds.
 func TestUnmeasuredSizeUnreadable(t *testing.T) {
 	_, unknown, us := unmeasuredPair(t, nil)
-	us.before = func(backend.Mailbox, backend.UID) error { return errors.New("disk on fire") }
+	us.Before = func(backend.Mailbox, backend.UID) error { return errors.New("disk on fire") }
 	c := unknown.dial()
 	c.run(`
 		S: +OK...
@@ -321,7 +210,7 @@ func TestUnmeasuredSizeUnreadable(t *testing.T) {
 		C: QUIT
 		S: +OK...`)
 	unknown.waitLog(`msg="pop3 cannot read INBOX".*disk on fire`)
-	us.before = nil
+	us.Before = nil
 	if got := unknown.session("STAT"); !strings.Contains(got, "+OK Logged in, 7 messages") {
 		t.Errorf("login after the store recovered:\n%.500s", got)
 	}
