@@ -18,6 +18,7 @@ import (
 
 	"github.com/roost-mail/roost/auth"
 	"github.com/roost-mail/roost/auth/fileauth"
+	"github.com/roost-mail/roost/backend"
 	"github.com/roost-mail/roost/imapd"
 	"github.com/roost-mail/roost/maildir"
 )
@@ -67,20 +68,28 @@ func largeMaildir(b *testing.B, n int) (root, users string) {
 // cached in memory from an earlier one.
 func benchServer(b *testing.B, root, users string, cacheBytes ...int64) (addr string, stop func()) {
 	b.Helper()
-	fa, err := fileauth.New(fileauth.Options{Path: users})
-	if err != nil {
-		b.Fatal(err)
-	}
 	cache := int64(256 << 20)
 	if len(cacheBytes) > 0 {
 		cache = cacheBytes[0]
 	}
+	return serveBench(b, maildir.New(maildir.Options{SpecialUse: map[string]string{}}), root, users, cache)
+}
+
+// serveBench starts a server over store and the mail root root, with the
+// users of the passwd-file users and a cache of cacheBytes (0: imapd's
+// default). stop shuts the server down but leaves store open.
+func serveBench(b *testing.B, store backend.Store, root, users string, cacheBytes int64) (addr string, stop func()) {
+	b.Helper()
+	fa, err := fileauth.New(fileauth.Options{Path: users})
+	if err != nil {
+		b.Fatal(err)
+	}
 	srv, err := imapd.New(imapd.Options{
-		Store:              maildir.New(maildir.Options{SpecialUse: map[string]string{}}),
+		Store:              store,
 		Auth:               auth.WithDefaults(fa, auth.Defaults{MailRoot: root}),
 		Logger:             slog.New(slog.DiscardHandler),
 		AllowPlaintextAuth: true,
-		CacheBytes:         cache,
+		CacheBytes:         cacheBytes,
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -24,32 +22,11 @@ import (
 // the other. Messages: ROOST_BENCH_MESSAGES (default 5,000) of
 // ROOST_BENCH_BODY octets of body (default 16 KiB).
 func BenchmarkFirstLoginSizes(b *testing.B) {
-	n, body := 5000, 16<<10
-	if v, err := strconv.Atoi(os.Getenv("ROOST_BENCH_MESSAGES")); err == nil && v > 0 {
-		n = v
-	}
-	if v, err := strconv.Atoi(os.Getenv("ROOST_BENCH_BODY")); err == nil && v > 0 {
-		body = v
-	}
 	dir := b.TempDir()
-	line := strings.Repeat("x", 71) + "\n"
-	var tmpl [2]string // message files: with sizes in the names, without
-	for k := range tmpl {
-		tmpl[k] = filepath.Join(dir, strconv.Itoa(k))
-		if err := os.Mkdir(tmpl[k], 0o700); err != nil {
-			b.Fatal(err)
-		}
-		for i := range n {
-			msg := fmt.Sprintf("From: sender%d@example.edu\nSubject: message %d\n\n%s", i, i, strings.Repeat(line, body/len(line)))
-			name := fmt.Sprintf("%d.M%dP1.bench", 1700000000+i, i)
-			if k == 0 {
-				name += fmt.Sprintf(",S=%d,W=%d", len(msg), len(msg)+strings.Count(msg, "\n"))
-			}
-			if err := os.WriteFile(filepath.Join(tmpl[k], name+":2,S"), []byte(msg), 0o600); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
+	tmpl := [2]string{filepath.Join(dir, "0"), filepath.Join(dir, "1")} // message files: with sizes in the names, without
+	n := testenv.SizeBenchMaildirs(b, tmpl[0], tmpl[1], func(i int) string {
+		return fmt.Sprintf("From: sender%d@example.edu\nSubject: message %d\n\n", i, i)
+	})
 	var times [2][]time.Duration
 	for i := 0; i < b.N; i++ {
 		for k := range tmpl {

@@ -3,6 +3,8 @@
 // with CI=true it fails, because CI installs everything the tests need.
 // StartSlapd runs a private OpenLDAP server on loopback for one test;
 // StartPostfix runs the private Postfix, one test at a time across packages.
+// It also holds what the benchmarks of several packages share:
+// ReportPairedTiming and the Maildirs of SizeBenchMaildirs.
 package testenv
 
 import (
