@@ -72,7 +72,14 @@ func benchServer(b *testing.B, root, users string, cacheBytes ...int64) (addr st
 	if len(cacheBytes) > 0 {
 		cache = cacheBytes[0]
 	}
-	return serveBench(b, maildir.New(maildir.Options{SpecialUse: map[string]string{}}), root, users, cache)
+	// The store is this server's alone: stop closes it too, so that its
+	// background size measurer and watcher end with the iteration.
+	store := maildir.New(maildir.Options{SpecialUse: map[string]string{}})
+	addr, stop = serveBench(b, store, root, users, cache)
+	return addr, func() {
+		stop()
+		store.Close()
+	}
 }
 
 // serveBench starts a server over store and the mail root root, with the
