@@ -75,9 +75,9 @@ func benchServer(b *testing.B, root, users string, cacheBytes ...int64) (addr st
 	// The store is this server's alone: stop closes it too, so that its
 	// background size measurer and watcher end with the iteration.
 	store := maildir.New(maildir.Options{SpecialUse: map[string]string{}})
-	addr, stop = serveBench(b, store, root, users, cache)
+	addr, shutdown := serveBench(b, store, root, users, cache)
 	return addr, func() {
-		stop()
+		shutdown()
 		store.Close()
 	}
 }
