@@ -92,28 +92,23 @@ func compareStates(t *testing.T, got, want stateView, what string) {
 }
 
 // openCached opens root's INBOX state from roost-cache in a new Store.
-func openCached(t *testing.T, root string) *mboxState {
-	t.Helper()
-	s := quietStore(t)
-	st := s.acquire(root, owner{-1, -1})
-	t.Cleanup(func() { s.releaseState(st) })
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if !st.loadFromCache() {
-		t.Fatal("valid cache not used")
-	}
-	return st
-}
+func openCached(t *testing.T, root string) *mboxState { return openState(t, root, true) }
 
 // openFull opens root's INBOX state the long way in a new Store.
-func openFull(t *testing.T, root string) *mboxState {
+func openFull(t *testing.T, root string) *mboxState { return openState(t, root, false) }
+
+func openState(t *testing.T, root string, cached bool) *mboxState {
 	t.Helper()
 	s := quietStore(t)
 	st := s.acquire(root, owner{-1, -1})
 	t.Cleanup(func() { s.releaseState(st) })
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if _, err := st.syncLocked(context.Background(), true); err != nil {
+	if cached {
+		if !st.loadFromCache() {
+			t.Fatal("valid cache not used")
+		}
+	} else if _, err := st.syncLocked(context.Background(), true); err != nil {
 		t.Fatal(err)
 	}
 	return st
