@@ -118,7 +118,7 @@ type sizeWork struct {
 // reference on the state, so a quick logout does not throw its work away;
 // Store.Close stops it. Caller holds st.mu.
 func (st *mboxState) startMeasuring() {
-	if st.measuring || st.snap == nil || st.snap == st.sizeChecked {
+	if st.s.opts.NoSizeMeasurer || st.measuring || st.snap == nil || st.snap == st.sizeChecked {
 		return
 	}
 	st.sizeChecked = st.snap

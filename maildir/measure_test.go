@@ -698,3 +698,44 @@ func TestMeasurersShareSlots(t *testing.T) {
 		t.Fatal("Store.Close waits for a measurer that waits for a slot")
 	}
 }
+
+// TestNoSizeMeasurer: a Store made for delivery measures nothing in the
+// background; sizes stay -1 in its snapshots and MessageSize still
+// measures on demand.
+func TestNoSizeMeasurer(t *testing.T) {
+	root, sizes := postfixMaildir(t, 20)
+	s := New(Options{SpecialUse: map[string]string{}, NoSizeMeasurer: true})
+	t.Cleanup(func() { s.Close() })
+	ctx := context.Background()
+	u, err := s.Open(ctx, backend.Account{Name: "alice", Maildir: root, UID: -1, GID: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, err := u.OpenMailbox(ctx, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	st := mb.(*mailbox).st
+	time.Sleep(measureDelay + 300*time.Millisecond)
+	if n := st.sizeReads.Load(); n != 0 {
+		t.Errorf("%d files read in the background, want none", n)
+	}
+	st.mu.Lock()
+	running := st.measuring
+	st.mu.Unlock()
+	if running {
+		t.Error("a measurer runs in a Store with NoSizeMeasurer")
+	}
+	snap, err := mb.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := snap.Messages[len(snap.Messages)-1]
+	if m.Size != -1 {
+		t.Errorf("Size = %d, want -1 (unmeasured)", m.Size)
+	}
+	if got := mustSize(t, mb, m.UID); got != sizes[m.Key] {
+		t.Errorf("MessageSize = %d, want %d", got, sizes[m.Key])
+	}
+}

@@ -51,6 +51,12 @@ type Options struct {
 	// backend.ErrLimit. It is checked before creating, so concurrent
 	// creations may pass it by a few. 0 means no limit.
 	MaxMailboxes int
+	// NoSizeMeasurer keeps this Store from measuring unknown message sizes
+	// in the background (Message.Size -1 then stays until someone asks
+	// MessageSize). A delivery agent sets it: it opens many users'
+	// mailboxes for a moment and would otherwise read every unmeasured
+	// file of each, and keep their message lists in memory while queued.
+	NoSizeMeasurer bool
 }
 
 // DefaultSpecialUse is the set of folders created for every user when

@@ -97,6 +97,9 @@ func (e *Env) openStore() backend.Store {
 		Logger:       e.Logger,
 		// Only imapd creates folders; the limit is the IMAP one.
 		MaxMailboxes: c.IMAP.MaxMailboxes,
+		// Sizes are measured in the background by the daemons that serve
+		// clients; a delivery opens a mailbox only for a moment.
+		NoSizeMeasurer: e.Name != "imapd" && e.Name != "pop3d",
 	})
 	e.closeLater(s)
 	return s
