@@ -639,25 +639,14 @@ func waitIdle(t *testing.T, st *mboxState) {
 // on demand) and a Store.Close ends the wait.
 func TestMeasurersShareSlots(t *testing.T) {
 	root, sizes := postfixMaildir(t, 20)
-	s := New(Options{SpecialUse: map[string]string{}})
+	s, u := openRoot(t, root, Options{SpecialUse: map[string]string{}})
 	ctx := context.Background()
 	for i := 0; i < measureSlots; i++ {
 		if !s.measure.acquire(ctx) {
 			t.Fatal("no free measuring slot in a new Store")
 		}
 	}
-	u, err := s.Open(ctx, backend.Account{Name: "alice", Maildir: root, UID: -1, GID: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mb, err := u.OpenMailbox(ctx, "INBOX")
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap, err := mb.Sync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	snap, mb := syncBox(t, u, "INBOX")
 	st := mb.(*mailbox).st
 	time.Sleep(measureDelay + 300*time.Millisecond)
 	if n := st.sizeReads.Load(); n != 0 {
@@ -672,24 +661,17 @@ func TestMeasurersShareSlots(t *testing.T) {
 	s.measure.release()
 
 	// A measurer waiting for a slot returns when the Store closes.
-	root2, _ := postfixMaildir(t, 5)
 	for i := 0; i < measureSlots; i++ {
 		s.measure.acquire(ctx)
 	}
+	root2, _ := postfixMaildir(t, 5)
 	u2, err := s.Open(ctx, backend.Account{Name: "bob", Maildir: root2, UID: -1, GID: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mb2, err := u2.OpenMailbox(ctx, "INBOX")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := mb2.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	defer u2.Close()
+	syncBox(t, u2, "INBOX")
 	time.Sleep(measureDelay + 100*time.Millisecond)
-	mb.Close()
-	mb2.Close()
 	done := make(chan struct{})
 	go func() { s.Close(); close(done) }()
 	select {
@@ -704,18 +686,8 @@ func TestMeasurersShareSlots(t *testing.T) {
 // measures on demand.
 func TestNoSizeMeasurer(t *testing.T) {
 	root, sizes := postfixMaildir(t, 20)
-	s := New(Options{SpecialUse: map[string]string{}, NoSizeMeasurer: true})
-	t.Cleanup(func() { s.Close() })
-	ctx := context.Background()
-	u, err := s.Open(ctx, backend.Account{Name: "alice", Maildir: root, UID: -1, GID: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mb, err := u.OpenMailbox(ctx, "INBOX")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mb.Close()
+	_, u := openRoot(t, root, Options{SpecialUse: map[string]string{}, NoSizeMeasurer: true})
+	_, mb := syncBox(t, u, "INBOX")
 	st := mb.(*mailbox).st
 	time.Sleep(measureDelay + 300*time.Millisecond)
 	if n := st.sizeReads.Load(); n != 0 {
@@ -727,7 +699,7 @@ func TestNoSizeMeasurer(t *testing.T) {
 	if running {
 		t.Error("a measurer runs in a Store with NoSizeMeasurer")
 	}
-	snap, err := mb.Sync(ctx)
+	snap, err := mb.Sync(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
