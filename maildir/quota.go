@@ -360,13 +360,18 @@ func FolderUsage(path string) ([]FolderStat, error) {
 // file is missing or damaged). Open calls it when an account's configured
 // limits differ from the header.
 func SetQuotaLimit(path string, bytes, messages int64) error {
-	return quotaFS{opts: Options{}, own: owner{-1, -1}, g: newNameGen()}.setLimit(path, bytes, messages)
+	return quotaFS{opts: Options{}, own: owner{-1, -1}, g: newNameGen()}.setLimit(path, bytes, messages, true)
 }
 
-func (q quotaFS) setLimit(root string, bytes, messages int64) error {
+// setLimit writes the limits into the maildirsize header; a missing file
+// is counted from the directories only if countMissing is set.
+func (q quotaFS) setLimit(root string, bytes, messages int64, countMissing bool) error {
 	lim := maildirsize{limitBytes: bytes, limitMsgs: messages}
 	p := filepath.Join(root, maildirsizeName)
 	data, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) && !countMissing {
+		return nil
+	}
 	if err == nil {
 		ms, perr := parseMaildirsize(data)
 		if perr == nil && len(data) < maildirsizeMax {
@@ -395,10 +400,7 @@ func (u *user) quotaFS() quotaFS {
 // 100,000-message Maildir would delay the first login by 100 ms, as
 // Dovecot does not.
 func (u *user) syncQuotaLimit() error {
-	if _, err := os.Lstat(filepath.Join(u.root, maildirsizeName)); errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	return u.quotaFS().setLimit(u.root, u.acct.QuotaBytes, u.acct.QuotaMessages)
+	return u.quotaFS().setLimit(u.root, u.acct.QuotaBytes, u.acct.QuotaMessages, false)
 }
 
 func (u *user) Quota(ctx context.Context) (backend.Quota, error) {
