@@ -272,7 +272,7 @@ func (st *mboxState) applySizes(ctx context.Context) {
 	if len(sizes) == 0 {
 		return
 	}
-	if _, n := withSizes(st.msgs, sizes); !worthRecording(n, len(st.msgs)) {
+	if !worthRecording(fillable(st.msgs, sizes), len(st.msgs)) {
 		// A few sizes (new deliveries) are not worth copying the message
 		// list and rewriting the uidlist: they stay noted, for
 		// MessageSize, and the next rebuild of the list takes them in.
@@ -379,6 +379,20 @@ func (st *mboxState) recordSizes(ctx context.Context, sizes map[string]int64) {
 	}
 	st.msgs = msgs
 	st.mustWrite = false
+}
+
+// fillable counts the messages of unknown size in msgs that sizes has a
+// size for: what withSizes would fill, without copying msgs.
+func fillable(msgs []backend.Message, sizes map[string]int64) int {
+	n := 0
+	for i := range msgs {
+		if msgs[i].Size < 0 {
+			if _, ok := sizes[msgs[i].Key]; ok {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // withSizes returns msgs with the sizes filled in that sizes has for
@@ -574,11 +588,10 @@ func crlfSize(r io.Reader, buf []byte) (int64, error) {
 		k, err := r.Read(buf)
 		if k > 0 {
 			c := buf[:k]
-			bare := bytes.Count(c, []byte("\n")) - bytes.Count(c, []byte("\r\n"))
+			n += crlfLen(c)
 			if prevCR && c[0] == '\n' {
-				bare-- // a CRLF split across two reads
+				n-- // a CRLF split across two reads
 			}
-			n += int64(k + bare)
 			prevCR = c[k-1] == '\r'
 		}
 		if err == io.EOF {
