@@ -103,7 +103,7 @@ func (st *mboxState) writeCache() {
 		// no Sync comes (the session ended, the server is stopping): the
 		// next process then reads nothing else. Store.Close cancels this.
 		wait := cacheQuiet - time.Since(time.Unix(0, c.ulID.mtime)) + 10*time.Millisecond
-		st.s.measure.start(func(ctx context.Context) {
+		st.s.bg.start(func(ctx context.Context) {
 			t := time.NewTimer(wait)
 			defer t.Stop()
 			select {

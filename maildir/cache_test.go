@@ -51,7 +51,7 @@ func settle(t *testing.T, st *mboxState) {
 // as the open found them.
 func quietStore(t *testing.T) *Store {
 	s := newTestStore(t, Options{SpecialUse: map[string]string{}, PollInterval: time.Hour})
-	s.measure.stop()
+	s.bg.stop()
 	return s
 }
 

@@ -47,9 +47,10 @@ const measureBuf = 64 << 10
 // their measurers would otherwise all read files at the same time.
 const measureSlots = 2
 
-// measurers runs the Store's background measurers; Store.Close stops them
-// and waits. The zero value is ready.
-type measurers struct {
+// background runs the Store's goroutines that outlive a call: the size
+// measurers and the settling of roost-cache. Store.Close stops them and
+// waits. The zero value is ready.
+type background struct {
 	mu     sync.Mutex
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -59,7 +60,7 @@ type measurers struct {
 }
 
 // acquire waits for a measuring slot; false if ctx ended first.
-func (g *measurers) acquire(ctx context.Context) bool {
+func (g *background) acquire(ctx context.Context) bool {
 	g.mu.Lock()
 	if g.slots == nil {
 		g.slots = make(chan struct{}, measureSlots)
@@ -74,10 +75,10 @@ func (g *measurers) acquire(ctx context.Context) bool {
 	}
 }
 
-func (g *measurers) release() { <-g.slots }
+func (g *background) release() { <-g.slots }
 
 // start runs f in a goroutine unless the Store is closing.
-func (g *measurers) start(f func(ctx context.Context)) bool {
+func (g *background) start(f func(ctx context.Context)) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
@@ -95,7 +96,7 @@ func (g *measurers) start(f func(ctx context.Context)) bool {
 }
 
 // stop cancels every measurer and waits for them to return.
-func (g *measurers) stop() {
+func (g *background) stop() {
 	g.mu.Lock()
 	g.closed = true
 	if g.cancel != nil {
@@ -129,7 +130,7 @@ func (st *mboxState) startMeasuring() {
 	st.refs++
 	st.s.mu.Unlock()
 	st.measuring = true
-	if !st.s.measure.start(st.measureAll) {
+	if !st.s.bg.start(st.measureAll) {
 		st.measuring = false
 		st.s.releaseState(st)
 	}
@@ -151,10 +152,10 @@ func (st *mboxState) measureAll(ctx context.Context) {
 		return
 	case <-time.After(measureDelay):
 	}
-	if !st.s.measure.acquire(ctx) {
+	if !st.s.bg.acquire(ctx) {
 		return
 	}
-	defer st.s.measure.release()
+	defer st.s.bg.release()
 	buf := make([]byte, measureBuf)
 	last := time.Now()
 	var after backend.UID

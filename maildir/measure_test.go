@@ -197,7 +197,7 @@ func TestMessageSizeExact(t *testing.T) {
 		want[key] = string(naiveCRLF([]byte(body)))
 	}
 	s := newTestStore(t, Options{SpecialUse: map[string]string{}})
-	s.measure.stop() // on-demand paths only
+	s.bg.stop() // on-demand paths only
 	u := openUser(t, s, root)
 	snap, mb := syncBox(t, u, "INBOX")
 	st := mb.(*mailbox).st
@@ -238,7 +238,7 @@ func TestMessageSizeExact(t *testing.T) {
 
 	// OpenMessage and Status measure by themselves too.
 	s2 := newTestStore(t, Options{SpecialUse: map[string]string{}})
-	s2.measure.stop()
+	s2.bg.stop()
 	snap2, mb2 := syncBox(t, openUser(t, s2, root), "INBOX")
 	if _, err := mb2.Status(ctx); err != nil {
 		t.Fatal(err)
@@ -257,7 +257,7 @@ func TestMessageSizeExact(t *testing.T) {
 	// whole file came in its first read. A big file's stream closed early
 	// tells nothing.
 	s3 := newTestStore(t, Options{SpecialUse: map[string]string{}})
-	s3.measure.stop()
+	s3.bg.stop()
 	snap3, mb3 := syncBox(t, openUser(t, s3, root), "INBOX")
 	st3 := mb3.(*mailbox).st
 	for _, m := range snap3.Messages {
@@ -348,7 +348,7 @@ func TestMeasureExpunged(t *testing.T) {
 	// MessageSize of a message whose file goes before it is measured.
 	postfixFile(t, root, "1800000000.V801I1M1.mx1")
 	s2 := newTestStore(t, Options{SpecialUse: map[string]string{}})
-	s2.measure.stop()
+	s2.bg.stop()
 	snap2, mb := syncBox(t, openUser(t, s2, root), "INBOX")
 	victim := snap2.Messages[len(snap2.Messages)-1]
 	if victim.Key != "1800000000.V801I1M1.mx1" || victim.Size != -1 {
@@ -481,7 +481,7 @@ func TestCloseStopsMeasurer(t *testing.T) {
 func TestCopyMeasuresUnknownSize(t *testing.T) {
 	root, want := postfixMaildir(t, 4)
 	s := newTestStore(t, Options{SpecialUse: map[string]string{}})
-	s.measure.stop()
+	s.bg.stop()
 	u := openUser(t, s, root)
 	ctx := context.Background()
 	if err := u.CreateMailbox(ctx, "Archive", ""); err != nil {
@@ -558,7 +558,7 @@ func TestMeasureKeepsOthersRecords(t *testing.T) {
 	s := newTestStore(t, Options{SpecialUse: map[string]string{}})
 	st, _ := firstOpen(t, s, root)
 	other := newTestStore(t, Options{SpecialUse: map[string]string{}})
-	other.measure.stop() // this process alone measures
+	other.bg.stop() // this process alone measures
 	_, omb := syncBox(t, openUser(t, other, root), "INBOX")
 	res, err := omb.Append(context.Background(), strings.NewReader("Subject: other\n\nx\n"), backend.AppendOptions{})
 	if err != nil {
@@ -642,7 +642,7 @@ func TestMeasurersShareSlots(t *testing.T) {
 	s, u := openRoot(t, root, Options{SpecialUse: map[string]string{}})
 	ctx := context.Background()
 	for i := 0; i < measureSlots; i++ {
-		if !s.measure.acquire(ctx) {
+		if !s.bg.acquire(ctx) {
 			t.Fatal("no free measuring slot in a new Store")
 		}
 	}
@@ -656,13 +656,13 @@ func TestMeasurersShareSlots(t *testing.T) {
 	if got := mustSize(t, mb, m.UID); got != sizes[m.Key] {
 		t.Errorf("MessageSize while the measurer waits = %d, want %d", got, sizes[m.Key])
 	}
-	s.measure.release()
+	s.bg.release()
 	waitMeasured(t, mb)
-	s.measure.release()
+	s.bg.release()
 
 	// A measurer waiting for a slot returns when the Store closes.
 	for i := 0; i < measureSlots; i++ {
-		s.measure.acquire(ctx)
+		s.bg.acquire(ctx)
 	}
 	root2, _ := postfixMaildir(t, 5)
 	u2, err := s.Open(ctx, backend.Account{Name: "bob", Maildir: root2, UID: -1, GID: -1})

@@ -84,8 +84,9 @@ type Store struct {
 	boxes   map[string]*mboxState
 	interns map[string]string
 	hub     *watchHub
-	// measure runs the background size measurers (measure.go).
-	measure measurers
+	// bg runs the background size measurers (measure.go) and cache
+	// settling (cache.go).
+	bg background
 	// noInotify makes the Store behave as on a file system without
 	// inotify (tests of the polling fallback).
 	noInotify bool
@@ -275,11 +276,11 @@ func (s *Store) cleanTmp(dir string) {
 }
 
 // Close stops change detection and background size measurement (sizes
-// not yet recorded are measured again later) and waits for the measurers.
+// not yet recorded are measured again later) and waits for the background goroutines.
 // Open users and mailboxes must be closed first; the Store must not be
 // used afterwards.
 func (s *Store) Close() error {
-	s.measure.stop()
+	s.bg.stop()
 	s.mu.Lock()
 	h := s.hub
 	s.hub = nil
