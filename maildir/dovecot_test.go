@@ -115,6 +115,18 @@ func roostView(t *testing.T, u backend.User) view {
 }
 
 // compareViews reports differences for the mailboxes both views have.
+// freshView is what a new Roost Store opening the Maildir root sees.
+func freshView(t *testing.T, root string) view {
+	t.Helper()
+	s := newTestStore(t, Options{SpecialUse: map[string]string{}})
+	u, err := s.Open(context.Background(), backend.Account{Name: "alice", Maildir: root, UID: -1, GID: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	return roostView(t, u)
+}
+
 func compareViews(t *testing.T, want, got view, what string) {
 	t.Helper()
 	for _, l := range want.log {
@@ -309,11 +321,5 @@ func TestDovecotReadsRoost(t *testing.T) {
 	compareViews(t, dove, mine, "Dovecot reading Roost's changes")
 
 	// Dovecot has now rewritten uidlists and indexes; a fresh Roost agrees.
-	s2 := newTestStore(t, Options{SpecialUse: map[string]string{}})
-	u2, err := s2.Open(ctx, backend.Account{Name: "alice", Maildir: filepath.Join(home, "Maildir"), UID: -1, GID: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer u2.Close()
-	compareViews(t, dove, roostView(t, u2), "Roost after Dovecot")
+	compareViews(t, dove, freshView(t, filepath.Join(home, "Maildir")), "Roost after Dovecot")
 }
