@@ -92,25 +92,41 @@ func compareStates(t *testing.T, got, want stateView, what string) {
 }
 
 // openCached opens root's INBOX state from roost-cache in a new Store.
-func openCached(t *testing.T, root string) *mboxState { return openState(t, root, true) }
+func openCached(t *testing.T, root string) *mboxState {
+	t.Helper()
+	st, ok := tryCache(t, root)
+	if !ok {
+		t.Fatal("valid cache not used")
+	}
+	return st
+}
 
 // openFull opens root's INBOX state the long way in a new Store.
-func openFull(t *testing.T, root string) *mboxState { return openState(t, root, false) }
-
-func openState(t *testing.T, root string, cached bool) *mboxState {
+func openFull(t *testing.T, root string) *mboxState {
 	t.Helper()
+	st := newState(t, root)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if _, err := st.syncLocked(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// tryCache loads root's INBOX state from roost-cache alone in a new Store,
+// and says whether the cache was used.
+func tryCache(t *testing.T, root string) (*mboxState, bool) {
+	st := newState(t, root)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st, st.loadFromCache()
+}
+
+// newState is root's INBOX state, not loaded yet, in a new quiet Store.
+func newState(t *testing.T, root string) *mboxState {
 	s := quietStore(t)
 	st := s.acquire(root, owner{-1, -1})
 	t.Cleanup(func() { s.releaseState(st) })
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if cached {
-		if !st.loadFromCache() {
-			t.Fatal("valid cache not used")
-		}
-	} else if _, err := st.syncLocked(context.Background(), true); err != nil {
-		t.Fatal(err)
-	}
 	return st
 }
 
@@ -414,14 +430,7 @@ func TestCacheUidlistChanged(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	loads := func() (*mboxState, bool) {
-		s := quietStore(t)
-		st := s.acquire(root, owner{-1, -1})
-		t.Cleanup(func() { s.releaseState(st) })
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		return st, st.loadFromCache()
-	}
+	loads := func() (*mboxState, bool) { return tryCache(t, root) }
 	lines := strings.SplitAfter(string(orig), "\n")
 	hdr, recs := lines[0], lines[1:len(lines)-1]
 	if len(recs) != 4 {
@@ -497,14 +506,7 @@ func TestCacheAfterFirstOpen(t *testing.T) {
 	if settled() {
 		t.Error("a uidlist written just now is marked settled")
 	}
-	st, ok := func() (*mboxState, bool) {
-		s := quietStore(t)
-		st := s.acquire(root, owner{-1, -1})
-		t.Cleanup(func() { s.releaseState(st) })
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		return st, st.loadFromCache()
-	}()
+	st, ok := tryCache(t, root)
 	if !ok || st.listings != 0 {
 		t.Fatalf("second process: cache used %v, %d listings", ok, st.listings)
 	}
