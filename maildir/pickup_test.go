@@ -25,15 +25,23 @@ func postfixFile(t *testing.T, root, name string) {
 	writeFile(t, filepath.Join(root, "new", name), "Return-Path: <a@example.edu>\nSubject: "+name+"\n\nbody\n", time.Time{})
 }
 
-// TestPickUpNewFiles: deliveries into new/ are numbered without listing
-// cur/; anything else falls back to the full scan and is still right.
-func TestPickUpNewFiles(t *testing.T) {
+// threeSeen makes a Maildir with three seen messages in cur/ and opens its
+// INBOX.
+func threeSeen(t *testing.T) (string, *backend.Snapshot, backend.Mailbox) {
+	t.Helper()
 	root := newMaildir(t)
 	for i := 0; i < 3; i++ {
 		writeFile(t, filepath.Join(root, "cur", "170000000"+itoa(i)+".M1P1.host,S=10,W=12:2,S"), "Subject: \n\n", time.Unix(1700000000, 0))
 	}
 	_, u := openRoot(t, root, Options{SpecialUse: map[string]string{}})
 	s0, mb := syncBox(t, u, "INBOX")
+	return root, s0, mb
+}
+
+// TestPickUpNewFiles: deliveries into new/ are numbered without listing
+// cur/; anything else falls back to the full scan and is still right.
+func TestPickUpNewFiles(t *testing.T) {
+	root, s0, mb := threeSeen(t)
 	ctx := context.Background()
 	n0 := listings(mb)
 
@@ -221,12 +229,7 @@ func TestPickUpPolling(t *testing.T) {
 // tool writing in place, or a new file that got the old inode number) is
 // not mistaken for an append: it is read whole.
 func TestPickUpRewrittenInPlace(t *testing.T) {
-	root := newMaildir(t)
-	for i := 0; i < 3; i++ {
-		writeFile(t, filepath.Join(root, "cur", "170000000"+itoa(i)+".M1P1.host,S=10,W=12:2,S"), "Subject: \n\n", time.Unix(1700000000, 0))
-	}
-	_, u := openRoot(t, root, Options{SpecialUse: map[string]string{}})
-	s0, mb := syncBox(t, u, "INBOX")
+	root, s0, mb := threeSeen(t)
 	ulPath := filepath.Join(root, uidlistName)
 	data, err := os.ReadFile(ulPath)
 	if err != nil {
