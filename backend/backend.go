@@ -19,6 +19,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 )
@@ -147,32 +148,133 @@ func (m *Message) HasKeyword(kw string) bool {
 }
 
 // Snapshot is a consistent, immutable view of a mailbox at one moment.
+//
+// A store may hand out a snapshot before its message list is decoded (a
+// mailbox opened from a cache file): Summary and Len answer at once, and
+// Messages waits for the list. IMAP SELECT answers from the summary, so
+// that opening a 100,000-message mailbox in a new process does not wait
+// for 100,000 messages to be laid out in memory.
 type Snapshot struct {
 	UIDValidity uint32
 	UIDNext     UID
-	// Messages are sorted by ascending UID; message sequence number n
-	// (1-based) is Messages[n-1].
-	Messages []Message
 	// Changed is closed when the mailbox may have changed after this
 	// snapshot was taken (by this process or any other writer, such as
 	// Postfix). Callers waiting for news (IMAP IDLE) select on it and then
 	// call Mailbox.Sync again.
 	Changed <-chan struct{}
+
+	sum   Summary
+	msgs  []Message
+	ready <-chan struct{} // closed once msgs is set; nil if set from the start
 }
 
-// Find returns the index in s.Messages of the message with the given UID,
+// Summary is what a Snapshot tells without its message list.
+type Summary struct {
+	Messages int
+	Unseen   int
+	Deleted  int
+	// FirstUnseen is the index of the first message without \Seen, or -1.
+	FirstUnseen int
+	// FirstUID and LastUID are the lowest and highest UIDs, 0 if empty.
+	FirstUID, LastUID UID
+	// Keywords are the keywords at least one message carries, each once
+	// (compared case-insensitively), in no particular order.
+	Keywords []string
+}
+
+// NewSnapshot returns a snapshot of msgs, which must be sorted by
+// ascending UID and must not be modified afterwards.
+func NewSnapshot(uidValidity uint32, uidNext UID, msgs []Message, changed <-chan struct{}) *Snapshot {
+	return &Snapshot{UIDValidity: uidValidity, UIDNext: uidNext, Changed: changed, sum: Summarize(msgs), msgs: msgs}
+}
+
+// NewPendingSnapshot returns a snapshot whose messages come later: fill
+// must be called once, from any goroutine, with the messages sum
+// describes; until then Messages waits.
+func NewPendingSnapshot(uidValidity uint32, uidNext UID, sum Summary, changed <-chan struct{}) (snap *Snapshot, fill func([]Message)) {
+	ready := make(chan struct{})
+	snap = &Snapshot{UIDValidity: uidValidity, UIDNext: uidNext, Changed: changed, sum: sum, ready: ready}
+	return snap, func(msgs []Message) {
+		if len(msgs) != sum.Messages {
+			panic(fmt.Sprintf("backend: pending snapshot of %d messages filled with %d", sum.Messages, len(msgs)))
+		}
+		snap.msgs = msgs
+		close(ready)
+	}
+}
+
+// Summarize computes the Summary of msgs.
+func Summarize(msgs []Message) Summary {
+	sum := Summary{Messages: len(msgs), FirstUnseen: -1}
+	if len(msgs) > 0 {
+		sum.FirstUID, sum.LastUID = msgs[0].UID, msgs[len(msgs)-1].UID
+	}
+	var last []string
+	for i := range msgs {
+		m := &msgs[i]
+		if m.Flags&FlagSeen == 0 {
+			if sum.Unseen == 0 {
+				sum.FirstUnseen = i
+			}
+			sum.Unseen++
+		}
+		if m.Flags&FlagDeleted != 0 {
+			sum.Deleted++
+		}
+		// Stores share one keyword slice among messages with the same
+		// keywords: most messages repeat the previous one's.
+		if len(m.Keywords) == 0 || len(last) == len(m.Keywords) && &last[0] == &m.Keywords[0] {
+			continue
+		}
+		last = m.Keywords
+		for _, k := range m.Keywords {
+			if !containsFold(sum.Keywords, k) {
+				sum.Keywords = append(sum.Keywords, k)
+			}
+		}
+	}
+	return sum
+}
+
+func containsFold(list []string, s string) bool {
+	for _, k := range list {
+		if equalFold(k, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// Messages returns the messages, sorted by ascending UID; message
+// sequence number n (1-based) is Messages()[n-1]. It waits if the list is
+// still being decoded.
+func (s *Snapshot) Messages() []Message {
+	if s.ready != nil {
+		<-s.ready
+	}
+	return s.msgs
+}
+
+// Len returns the number of messages without waiting for them.
+func (s *Snapshot) Len() int { return s.sum.Messages }
+
+// Summary returns the snapshot's summary without waiting for its messages.
+func (s *Snapshot) Summary() Summary { return s.sum }
+
+// Find returns the index in Messages() of the message with the given UID,
 // or -1. It runs in O(log n).
 func (s *Snapshot) Find(uid UID) int {
-	lo, hi := 0, len(s.Messages)
+	msgs := s.Messages()
+	lo, hi := 0, len(msgs)
 	for lo < hi {
 		mid := int(uint(lo+hi) >> 1)
-		if s.Messages[mid].UID < uid {
+		if msgs[mid].UID < uid {
 			lo = mid + 1
 		} else {
 			hi = mid
 		}
 	}
-	if lo < len(s.Messages) && s.Messages[lo].UID == uid {
+	if lo < len(msgs) && msgs[lo].UID == uid {
 		return lo
 	}
 	return -1
@@ -182,17 +284,8 @@ func (s *Snapshot) Find(uid UID) int {
 // Size, which may need messages measured (Mailbox.Status). IMAP STATUS
 // without SIZE uses it, so that it never reads message files.
 func (s *Snapshot) Counts() Status {
-	st := Status{Messages: uint32(len(s.Messages)), UIDNext: s.UIDNext, UIDValidity: s.UIDValidity}
-	for i := range s.Messages {
-		f := s.Messages[i].Flags
-		if f&FlagSeen == 0 {
-			st.Unseen++
-		}
-		if f&FlagDeleted != 0 {
-			st.Deleted++
-		}
-	}
-	return st
+	return Status{Messages: uint32(s.sum.Messages), Unseen: uint32(s.sum.Unseen), Deleted: uint32(s.sum.Deleted),
+		UIDNext: s.UIDNext, UIDValidity: s.UIDValidity}
 }
 
 // Status summarises a mailbox (IMAP STATUS, roostctl mailbox status).

@@ -37,8 +37,8 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, opts *ima
 	if !sel.readOnly && setsSeen(opts) {
 		var uids []backend.UID
 		for _, k := range idx {
-			uid := sel.view.Messages[k].UID
-			if ci := cur.Find(uid); ci >= 0 && cur.Messages[ci].Flags&backend.FlagSeen == 0 {
+			uid := sel.view.Messages()[k].UID
+			if ci := cur.Find(uid); ci >= 0 && cur.Messages()[ci].Flags&backend.FlagSeen == 0 {
 				uids = append(uids, uid)
 			}
 		}
@@ -58,11 +58,11 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, opts *ima
 	var scratch fetchScratch
 	gone := false
 	for _, k := range idx {
-		vm := &sel.view.Messages[k]
+		vm := &sel.view.Messages()[k]
 		m, exists := vm, sel.view == cur
 		if !exists {
 			if ci := cur.Find(vm.UID); ci >= 0 {
-				m, exists = &cur.Messages[ci], true
+				m, exists = &cur.Messages()[ci], true
 			}
 		}
 		nm, seen := seenNow[vm.UID]

@@ -261,7 +261,10 @@ func (st *mailboxState) resyncLocked(ctx context.Context) (*backend.Snapshot, er
 func (st *mailboxState) claimRecent(snap *backend.Snapshot) []backend.UID {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	msgs := snap.Messages
+	if snap.Summary().LastUID < st.recentNext {
+		return nil // without waiting for a list still being decoded
+	}
+	msgs := snap.Messages()
 	i := sort.Search(len(msgs), func(i int) bool { return msgs[i].UID >= st.recentNext })
 	if i == len(msgs) {
 		return nil

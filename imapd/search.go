@@ -40,15 +40,15 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 	}
 	cur, _ := s.sel.st.current()
 	var matches []int
-	for k := range s.sel.view.Messages {
+	for k := range s.sel.view.Messages() {
 		if k%64 == 0 && s.ctx.Err() != nil {
-			s.log.Info("search stopped: connection closed", "scanned", k, "messages", len(s.sel.view.Messages))
+			s.log.Info("search stopped: connection closed", "scanned", k, "messages", len(s.sel.view.Messages()))
 			return nil, s.fail("search", s.ctx.Err())
 		}
-		vm := &s.sel.view.Messages[k]
+		vm := &s.sel.view.Messages()[k]
 		sm := &searchMsg{s: s, m: vm, seq: uint32(k + 1)}
 		if ci := cur.Find(vm.UID); ci >= 0 {
-			sm.m, sm.exists = &cur.Messages[ci], true
+			sm.m, sm.exists = &cur.Messages()[ci], true
 		}
 		if sm.match(prog) {
 			matches = append(matches, k)

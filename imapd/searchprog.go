@@ -64,9 +64,9 @@ var errSearchTooComplex = &imap.Error{Type: imap.StatusResponseTypeNo, Code: ima
 
 // compileSearch prepares criteria for the selected view, or refuses it.
 func (s *session) compileSearch(c *imap.SearchCriteria) (*searchProg, bool, error) {
-	sc := &searchCompiler{n: uint32(len(s.sel.view.Messages)), res: s.sel.searchRes}
+	sc := &searchCompiler{n: uint32(len(s.sel.view.Messages())), res: s.sel.searchRes}
 	if sc.n > 0 {
-		sc.lastUID = uint32(s.sel.view.Messages[sc.n-1].UID)
+		sc.lastUID = uint32(s.sel.view.Messages()[sc.n-1].UID)
 	}
 	p, err := sc.compile(c, 0)
 	return p, sc.content, err

@@ -52,11 +52,12 @@ func FuzzSearchProgram(f *testing.F) {
 	f.Add(bytes.Repeat([]byte{7}, 40))
 	f.Add(bytes.Repeat([]byte{7}, 80)) // NOT nested 40 deep: refused
 	day := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
-	view := &backend.Snapshot{UIDValidity: 1, UIDNext: 41}
+	var msgs []backend.Message
 	for i, uid := range []backend.UID{2, 3, 5, 8, 13, 14, 15, 21, 30, 34, 39, 40} {
-		view.Messages = append(view.Messages, backend.Message{UID: uid, Flags: backend.Flags(i % 32),
+		msgs = append(msgs, backend.Message{UID: uid, Flags: backend.Flags(i % 32),
 			Size: int64(100 * (i + 1)), InternalDate: day.AddDate(0, 0, i)})
 	}
+	view := backend.NewSnapshot(1, 41, msgs, nil)
 	s := &session{sel: &selected{view: view, recent: map[backend.UID]bool{3: true, 21: true},
 		searchRes: []backend.UID{5, 13, 14, 40}}}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -70,10 +71,10 @@ func FuzzSearchProgram(f *testing.F) {
 		if err != nil {
 			return
 		}
-		for k := range view.Messages {
-			sm := &searchMsg{s: s, m: &view.Messages[k], seq: uint32(k + 1), exists: true}
+		for k := range view.Messages() {
+			sm := &searchMsg{s: s, m: &view.Messages()[k], seq: uint32(k + 1), exists: true}
 			if got, want := sm.match(p), refMatch(s, c, k); got != want {
-				t.Fatalf("message %d (UID %d): match %v, want %v for %+v", k+1, view.Messages[k].UID, got, want, c)
+				t.Fatalf("message %d (UID %d): match %v, want %v for %+v", k+1, view.Messages()[k].UID, got, want, c)
 			}
 		}
 	})
@@ -148,7 +149,7 @@ func (g *critGen) criteria(depth int) *imap.SearchCriteria {
 
 // refMatch is RFC 9051 6.4.4 read directly: every key must hold.
 func refMatch(s *session, c *imap.SearchCriteria, k int) bool {
-	v := s.sel.view.Messages
+	v := s.sel.view.Messages()
 	m := &v[k]
 	seq, n, last := uint32(k+1), uint32(len(v)), v[len(v)-1].UID
 	for _, set := range c.SeqNum {

@@ -61,7 +61,7 @@ func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectDat
 
 	data := &imap.SelectData{
 		Flags:       mailboxFlags(sel.keywords),
-		NumMessages: uint32(len(snap.Messages)),
+		NumMessages: uint32(snap.Len()),
 		NumRecent:   uint32(len(sel.recent)),
 		UIDNext:     imap.UID(snap.UIDNext),
 		UIDValidity: snap.UIDValidity,
@@ -71,12 +71,9 @@ func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectDat
 	} else {
 		data.PermanentFlags = []imap.Flag{}
 	}
-	for i := range snap.Messages {
-		if snap.Messages[i].Flags&backend.FlagSeen == 0 {
-			data.FirstUnseenSeqNum = uint32(i + 1)
-			break
-		}
-	}
+	// From the summary: a mailbox just opened from the store's cache
+	// answers before its message list is decoded.
+	data.FirstUnseenSeqNum = uint32(snap.Summary().FirstUnseen + 1)
 	return data, nil
 }
 
@@ -195,13 +192,13 @@ func (s *session) update(w *imapserver.UpdateWriter, cur *backend.Snapshot, allo
 	}
 	var changes []change
 	i, j := 0, 0
-	for i < len(old.Messages) {
-		om := &old.Messages[i]
-		for j < len(cur.Messages) && cur.Messages[j].UID < om.UID {
+	for i < len(old.Messages()) {
+		om := &old.Messages()[i]
+		for j < len(cur.Messages()) && cur.Messages()[j].UID < om.UID {
 			j++
 		}
-		if j < len(cur.Messages) && cur.Messages[j].UID == om.UID {
-			if s.flagsDiffer(om, &cur.Messages[j]) {
+		if j < len(cur.Messages()) && cur.Messages()[j].UID == om.UID {
+			if s.flagsDiffer(om, &cur.Messages()[j]) {
 				changes = append(changes, change{i, j})
 			}
 			j++
@@ -212,7 +209,7 @@ func (s *session) update(w *imapserver.UpdateWriter, cur *backend.Snapshot, allo
 	}
 	if len(removed) > 0 && !allowExpunge {
 		for _, c := range changes {
-			m := &cur.Messages[c.curIdx]
+			m := &cur.Messages()[c.curIdx]
 			if err := w.WriteMessageFlags(uint32(c.oldIdx+1), imap.UID(m.UID), s.flagsOf(m)); err != nil {
 				return err
 			}
@@ -231,13 +228,13 @@ func (s *session) update(w *imapserver.UpdateWriter, cur *backend.Snapshot, allo
 			return err
 		}
 	}
-	if len(cur.Messages) != len(old.Messages)-len(removed) {
+	if len(cur.Messages()) != len(old.Messages())-len(removed) {
 		if !sel.readOnly {
 			for _, uid := range sel.st.claimRecent(cur) {
 				sel.recent[uid] = true
 			}
 		}
-		if err := w.WriteNumMessages(uint32(len(cur.Messages))); err != nil {
+		if err := w.WriteNumMessages(uint32(len(cur.Messages()))); err != nil {
 			return err
 		}
 		if err := w.WriteNumRecent(uint32(len(sel.recent))); err != nil {
@@ -245,13 +242,13 @@ func (s *session) update(w *imapserver.UpdateWriter, cur *backend.Snapshot, allo
 		}
 	}
 	for _, c := range changes {
-		m := &cur.Messages[c.curIdx]
+		m := &cur.Messages()[c.curIdx]
 		if err := w.WriteMessageFlags(uint32(c.curIdx+1), imap.UID(m.UID), s.flagsOf(m)); err != nil {
 			return err
 		}
 	}
 	for _, k := range removed {
-		delete(sel.recent, old.Messages[k].UID)
+		delete(sel.recent, old.Messages()[k].UID)
 	}
 	sel.view, sel.told = cur, nil
 	return nil
@@ -308,17 +305,10 @@ func (s *session) flagsOf(m *backend.Message) []imap.Flag {
 // keywordsOf lists the keywords used in snap, sorted case-insensitively,
 // plus the common $-keywords clients look for in FLAGS.
 func keywordsOf(snap *backend.Snapshot) []string {
-	seen := map[string]bool{}
 	kws := []string{"$Forwarded", "$Junk", "$MDNSent", "$NotJunk"}
-	for _, k := range kws {
-		seen[strings.ToLower(k)] = true
-	}
-	for i := range snap.Messages {
-		for _, k := range snap.Messages[i].Keywords {
-			if !seen[strings.ToLower(k)] {
-				seen[strings.ToLower(k)] = true
-				kws = append(kws, k)
-			}
+	for _, k := range snap.Summary().Keywords {
+		if !slices.ContainsFunc(kws, func(s string) bool { return strings.EqualFold(s, k) }) {
+			kws = append(kws, k)
 		}
 	}
 	sort.Slice(kws, func(i, j int) bool { return strings.ToLower(kws[i]) < strings.ToLower(kws[j]) })
@@ -337,7 +327,7 @@ func mailboxFlags(keywords []string) []imap.Flag {
 // ascending and without duplicates. Sequence numbers beyond the mailbox
 // are a client error (as in Dovecot); UIDs that do not exist are skipped.
 func (s *session) resolve(numSet imap.NumSet) ([]int, error) {
-	v := s.sel.view.Messages
+	v := s.sel.view.Messages()
 	var idx []int
 	switch set := numSet.(type) {
 	case imap.SeqSet:

@@ -80,7 +80,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 func (s *session) uidsOf(idx []int) []backend.UID {
 	uids := make([]backend.UID, len(idx))
 	for i, k := range idx {
-		uids[i] = s.sel.view.Messages[k].UID
+		uids[i] = s.sel.view.Messages()[k].UID
 	}
 	return uids
 }
@@ -170,12 +170,12 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 		return s.fail("read mailbox", err)
 	}
 	var del []backend.UID
-	for i := range s.sel.view.Messages {
-		uid := s.sel.view.Messages[i].UID
+	for i := range s.sel.view.Messages() {
+		uid := s.sel.view.Messages()[i].UID
 		if uids != nil && !uids.Contains(imap.UID(uid)) {
 			continue
 		}
-		if k := cur.Find(uid); k >= 0 && cur.Messages[k].Flags&backend.FlagDeleted != 0 {
+		if k := cur.Find(uid); k >= 0 && cur.Messages()[k].Flags&backend.FlagDeleted != 0 {
 			del = append(del, uid)
 		}
 	}

@@ -156,8 +156,8 @@ func findStored(ctx context.Context, mb backend.Mailbox, user, folder, key strin
 		return 0, false, err
 	}
 	since = since.Add(-journalSlack)
-	for i := len(snap.Messages) - 1; i >= 0; i-- {
-		m := snap.Messages[i]
+	for i := len(snap.Messages()) - 1; i >= 0; i-- {
+		m := snap.Messages()[i]
 		if m.InternalDate.Before(since) {
 			continue
 		}

@@ -38,7 +38,7 @@ func count(t *testing.T, mb backend.Mailbox) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(snap.Messages)
+	return len(snap.Messages())
 }
 
 // A retry of a delivery that completed (the reply was lost) is answered

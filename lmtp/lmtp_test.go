@@ -226,7 +226,7 @@ func (e *testEnv) stored(t *testing.T, user, mailbox string) []storedMsg {
 		t.Fatal(err)
 	}
 	var out []storedMsg
-	for _, m := range snap.Messages {
+	for _, m := range snap.Messages() {
 		rc, err := mb.OpenMessage(ctx, m.UID)
 		if err != nil {
 			t.Fatal(err)

@@ -91,7 +91,7 @@ func TestUidlistAppendedRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if last := snap.Messages[len(snap.Messages)-1]; last.UID != 8 || last.Key != "1800000000.V801I1M1.mx1" {
+	if last := snap.Messages()[len(snap.Messages())-1]; last.UID != 8 || last.Key != "1800000000.V801I1M1.mx1" {
 		t.Errorf("picked-up message %d %s, want UID 8", last.UID, last.Key)
 	}
 	after, err := os.ReadFile(ulPath)
@@ -187,7 +187,7 @@ func TestUidlistRemovalRewrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gone := snap.Messages[1]
+	gone := snap.Messages()[1]
 	p := filepath.Join(root, "new", gone.Key)
 	content, err := os.ReadFile(p)
 	if err != nil {
@@ -212,7 +212,7 @@ func TestUidlistRemovalRewrites(t *testing.T) {
 	writeFile(t, p, string(content), time.Time{})
 	_, u2 := openRoot(t, root, Options{SpecialUse: map[string]string{}})
 	s2, _ := syncBox(t, u2, "INBOX")
-	for _, m := range s2.Messages {
+	for _, m := range s2.Messages() {
 		if m.Key == gone.Key && m.UID == gone.UID {
 			t.Errorf("restored file took its old UID %d back", m.UID)
 		}

@@ -102,7 +102,7 @@ func BenchmarkOpenSync100k(b *testing.B) {
 	} else {
 		s := New(Options{SpecialUse: map[string]string{}})
 		_, snap := openInbox(b, s, root) // bring the uidlist up to date
-		want = len(snap.Messages)
+		want = len(snap.Messages())
 		s.Close()
 	}
 	cpu0 := cpuTime()
@@ -113,8 +113,8 @@ func BenchmarkOpenSync100k(b *testing.B) {
 		b.StartTimer()
 		s := New(Options{SpecialUse: map[string]string{}})
 		mb, snap := openInbox(b, s, root)
-		if len(snap.Messages) != want {
-			b.Fatalf("%d messages, want %d", len(snap.Messages), want)
+		if len(snap.Messages()) != want {
+			b.Fatalf("%d messages, want %d", len(snap.Messages()), want)
 		}
 		mb.Close()
 		s.Close()
@@ -130,7 +130,7 @@ func BenchmarkOpenSync100k(b *testing.B) {
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	var snapBytes int64
-	for _, m := range snap.Messages {
+	for _, m := range snap.Messages() {
 		snapBytes += int64(unsafe.Sizeof(m)) + int64(len(m.Key))
 	}
 	b.ReportMetric(float64(snapBytes)/float64(want), "snapshot-B/msg")
@@ -173,8 +173,8 @@ func BenchmarkFirstOpenPostfix100k(b *testing.B) {
 		b.StartTimer()
 		s := New(Options{SpecialUse: map[string]string{}})
 		mb, snap := openInbox(b, s, root)
-		if len(snap.Messages) != benchMessages {
-			b.Fatalf("%d messages, want %d", len(snap.Messages), benchMessages)
+		if len(snap.Messages()) != benchMessages {
+			b.Fatalf("%d messages, want %d", len(snap.Messages()), benchMessages)
 		}
 		mb.Close()
 		s.Close()
@@ -202,7 +202,7 @@ func BenchmarkFirstOpenPostfix100k(b *testing.B) {
 	}
 	b.ReportMetric(float64(time.Since(start).Microseconds())/1000, "measure-ms")
 	b.ReportMetric(float64((cpuTime()-cpu1).Microseconds())/1000, "measure-cpu-ms")
-	if snap, _ = mb.Sync(context.Background()); slices.ContainsFunc(snap.Messages, func(m backend.Message) bool { return m.Size < 0 }) {
+	if snap, _ = mb.Sync(context.Background()); slices.ContainsFunc(snap.Messages(), func(m backend.Message) bool { return m.Size < 0 }) {
 		b.Fatal("sizes still unknown after the measurer finished")
 	}
 }
@@ -232,7 +232,7 @@ func BenchmarkOpenCached100k(b *testing.B) {
 	}
 	s := New(Options{SpecialUse: map[string]string{}})
 	mb, first := openInbox(b, s, root)
-	want := len(first.Messages)
+	want := len(first.Messages())
 	mb.Close()
 	s.Close()
 	if want == 0 {
@@ -246,8 +246,8 @@ func BenchmarkOpenCached100k(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		s := New(Options{SpecialUse: map[string]string{}})
 		mb, snap := openInbox(b, s, root)
-		if len(snap.Messages) != want {
-			b.Fatalf("%d messages, want %d", len(snap.Messages), want)
+		if len(snap.Messages()) != want {
+			b.Fatalf("%d messages, want %d", len(snap.Messages()), want)
 		}
 		mb.Close()
 		s.Close()
@@ -290,7 +290,7 @@ func benchModes(b *testing.B, f func(b *testing.B, rewrite bool)) {
 // in new/ of an open 100,000-message INBOX; one Sync numbers them.
 func BenchmarkPickUpNew1000(b *testing.B) {
 	root, mb, snap := bigInbox(b, benchMessages)
-	have := len(snap.Messages)
+	have := len(snap.Messages())
 	body := []byte("Return-Path: <a@example.edu>\nSubject: new\n\nnew mail\n")
 	seq := 0
 	benchModes(b, func(b *testing.B, rewrite bool) {
@@ -324,10 +324,10 @@ func benchPickUp(b *testing.B, mb backend.Mailbox, have *int, deliver func()) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if len(snap.Messages) != *have+1000 {
-			b.Fatalf("%d messages, want %d", len(snap.Messages), *have+1000)
+		if len(snap.Messages()) != *have+1000 {
+			b.Fatalf("%d messages, want %d", len(snap.Messages()), *have+1000)
 		}
-		*have = len(snap.Messages)
+		*have = len(snap.Messages())
 	}
 	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/op")
 }
@@ -349,7 +349,7 @@ func benchPickUpDelivered(b *testing.B, n int) {
 	defer other.Close()
 	dmb, _ := openInbox(b, other, root)
 	defer dmb.Close()
-	have := len(snap.Messages)
+	have := len(snap.Messages())
 	benchPickUp(b, mb, &have, func() {
 		for j := 0; j < 1000; j++ {
 			if _, err := dmb.Append(context.Background(), strings.NewReader("Subject: new\r\n\r\nnew mail\r\n"), backend.AppendOptions{}); err != nil {
@@ -444,7 +444,7 @@ func BenchmarkStoreSync100k(b *testing.B) {
 	_, mb, snap := bigInbox(b, benchMessages)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		uid := snap.Messages[i%len(snap.Messages)].UID
+		uid := snap.Messages()[i%len(snap.Messages())].UID
 		if _, err := mb.SetFlags(context.Background(), []backend.UID{uid}, backend.FlagsAdd, backend.FlagFlagged, nil); err != nil {
 			b.Fatal(err)
 		}

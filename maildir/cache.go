@@ -153,7 +153,7 @@ func (st *mboxState) loadFromCache() bool {
 	st.curSettled = !recent(c.curID)
 	st.cacheHdr = fmt.Sprintf("%s %v", c.header(), true)
 	n := len(st.msgs)
-	st.snap = &backend.Snapshot{UIDValidity: st.uidValidity, UIDNext: backend.UID(st.nextUID), Messages: st.msgs[:n:n], Changed: ch}
+	st.snap = backend.NewSnapshot(st.uidValidity, backend.UID(st.nextUID), st.msgs[:n:n], ch)
 	return true
 }
 
@@ -231,6 +231,6 @@ func (st *mboxState) loadWithUidlist(cs *cacheState, c cacheIDs) bool {
 	st.newID, st.curID = c.newID, c.curID
 	st.curSettled = !recent(c.curID)
 	n := len(msgs)
-	st.snap = &backend.Snapshot{UIDValidity: st.uidValidity, UIDNext: backend.UID(st.nextUID), Messages: msgs[:n:n], Changed: ch}
+	st.snap = backend.NewSnapshot(st.uidValidity, backend.UID(st.nextUID), msgs[:n:n], ch)
 	return true
 }

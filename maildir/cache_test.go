@@ -78,7 +78,7 @@ type stateView struct {
 func viewOf(st *mboxState) stateView {
 	return stateView{st.uidValidity, st.nextUID, st.hdrExtra, st.msgs, st.locs, st.ext, st.kw,
 		st.kwID, st.ulID, st.newID, st.curID, st.ulEnd, st.ulTail, st.fileRecs, st.fileClean, st.mustWrite,
-		st.loaded, st.curSettled, st.snap.UIDValidity, st.snap.UIDNext, st.snap.Messages}
+		st.loaded, st.curSettled, st.snap.UIDValidity, st.snap.UIDNext, st.snap.Messages()}
 }
 
 func compareStates(t *testing.T, got, want stateView, what string) {
@@ -170,8 +170,8 @@ func TestCacheSameAsFullOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := mb.(*mailbox).st
-	if len(snap.Messages) != 4 || st.fileRecs != 5 {
-		t.Fatalf("set-up: %d messages, %d records; want 4 and 5", len(snap.Messages), st.fileRecs)
+	if len(snap.Messages()) != 4 || st.fileRecs != 5 {
+		t.Fatalf("set-up: %d messages, %d records; want 4 and 5", len(snap.Messages()), st.fileRecs)
 	}
 	settle(t, st)
 
@@ -182,11 +182,11 @@ func TestCacheSameAsFullOpen(t *testing.T) {
 	compareStates(t, viewOf(cached), viewOf(full), "cache open vs full open")
 	// Unknown sizes (-1) are kept as they are; the appended one has W.
 	for i, want := range []int64{12, -1, -1, 20} {
-		if m := cached.snap.Messages[i]; m.Size != want {
+		if m := cached.snap.Messages()[i]; m.Size != want {
 			t.Errorf("UID %d: size %d, want %d", m.UID, m.Size, want)
 		}
 	}
-	if m := cached.snap.Messages[1]; m.UIDL != "abc123" || m.POP3Order != 2 || cached.ext[m.UID] != "S99 O2" ||
+	if m := cached.snap.Messages()[1]; m.UIDL != "abc123" || m.POP3Order != 2 || cached.ext[m.UID] != "S99 O2" ||
 		strings.Join(m.Keywords, ",") != "$Junk" || m.Flags != backend.FlagFlagged|backend.FlagAnswered {
 		t.Errorf("message with Dovecot fields from cache: %+v ext %q", m, cached.ext[m.UID])
 	}
@@ -226,8 +226,8 @@ func TestCacheOpenThenOthersChange(t *testing.T) {
 	_, u = openRoot(t, root, Options{SpecialUse: map[string]string{}, PollInterval: time.Hour})
 	snap, mb := syncBox(t, u, "INBOX")
 	st := mb.(*mailbox).st
-	if st.listings != 0 || len(snap.Messages) != 5 {
-		t.Fatalf("open: %d listings, %d messages; want the cache's 5 without listing", st.listings, len(snap.Messages))
+	if st.listings != 0 || len(snap.Messages()) != 5 {
+		t.Fatalf("open: %d listings, %d messages; want the cache's 5 without listing", st.listings, len(snap.Messages()))
 	}
 	ctx := context.Background()
 	same := func(what string) {
@@ -238,7 +238,7 @@ func TestCacheOpenThenOthersChange(t *testing.T) {
 				t.Fatal(err)
 			}
 			full := openFull(t, root)
-			got, want := snap.Messages, full.snap.Messages
+			got, want := snap.Messages(), full.snap.Messages()
 			if reflect.DeepEqual(uidFlags(got), uidFlags(want)) && snap.UIDNext == full.snap.UIDNext {
 				return
 			}
@@ -270,7 +270,7 @@ func TestCacheOpenThenOthersChange(t *testing.T) {
 	same("another process's append")
 
 	cur := func(i int) string {
-		names, _ := filepath.Glob(filepath.Join(root, "cur", snap.Messages[i].Key+"*"))
+		names, _ := filepath.Glob(filepath.Join(root, "cur", snap.Messages()[i].Key+"*"))
 		if len(names) != 1 {
 			t.Fatalf("message %d: files %v", i, names)
 		}
@@ -279,7 +279,7 @@ func TestCacheOpenThenOthersChange(t *testing.T) {
 	sh(t, root, `printf 'Subject: d\n\nhi\n' > tmp/d && mv tmp/d new/1700000001.M2P2.other`)
 	waitChanged(t, snap, "delivery")
 	same("a delivery")
-	sh(t, root, `mv `+cur(0)+` cur/`+snap.Messages[0].Key+`:2,FS`)
+	sh(t, root, `mv `+cur(0)+` cur/`+snap.Messages()[0].Key+`:2,FS`)
 	waitChanged(t, snap, "flag change")
 	same("a flag change")
 	sh(t, root, `rm `+cur(1))
@@ -354,8 +354,8 @@ func TestCacheDamageIgnored(t *testing.T) {
 		if n := mb.(*mailbox).st.listings; n != 1 {
 			t.Errorf("%s: %d listings, want a full open", what, n)
 		}
-		if !reflect.DeepEqual(uidFlags(got.Messages), uidFlags(want.Messages)) {
-			t.Errorf("%s: %v, want %v", what, uidFlags(got.Messages), uidFlags(want.Messages))
+		if !reflect.DeepEqual(uidFlags(got.Messages()), uidFlags(want.Messages())) {
+			t.Errorf("%s: %v, want %v", what, uidFlags(got.Messages()), uidFlags(want.Messages()))
 		}
 		if b, err := os.ReadFile(filepath.Join(root, cacheName)); err != nil || !bytes.Equal(b, good) {
 			t.Errorf("%s: cache not replaced by a good one (%v)", what, err)
@@ -363,15 +363,15 @@ func TestCacheDamageIgnored(t *testing.T) {
 	}
 	// Any change of identity makes it stale: a flag change by another
 	// program, seen although the cache is intact.
-	old := filepath.Join(root, "cur", want.Messages[0].Key+":2,S")
+	old := filepath.Join(root, "cur", want.Messages()[0].Key+":2,S")
 	if err := os.Rename(old, strings.TrimSuffix(old, "S")+"RS"); err != nil {
 		t.Fatal(err)
 	}
 	backdate(t, root)
 	_, u3 := openRoot(t, root, Options{SpecialUse: map[string]string{}})
 	s3, _ := syncBox(t, u3, "INBOX")
-	if s3.Messages[0].Flags != backend.FlagSeen|backend.FlagAnswered {
-		t.Errorf("stale cache used: flags %v", s3.Messages[0].Flags.Names())
+	if s3.Messages()[0].Flags != backend.FlagSeen|backend.FlagAnswered {
+		t.Errorf("stale cache used: flags %v", s3.Messages()[0].Flags.Names())
 	}
 }
 
@@ -452,8 +452,8 @@ func TestCacheUidlistChanged(t *testing.T) {
 		t.Fatalf("uidlist rewritten: cache used %v, %d listings", ok, st.listings)
 	}
 	compareStates(t, viewOf(st), viewOf(openFull(t, root)), "cache + new uidlist vs full open")
-	if st.snap.Messages[1].Size != 21 || strings.Join(st.snap.Messages[1].Keywords, ",") != "$Junk" {
-		t.Errorf("message 2: %+v", st.snap.Messages[1])
+	if st.snap.Messages()[1].Size != 21 || strings.Join(st.snap.Messages()[1].Keywords, ",") != "$Junk" {
+		t.Errorf("message 2: %+v", st.snap.Messages()[1])
 	}
 
 	// A cached file lost its record (the list was renumbered): full open.

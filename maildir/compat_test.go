@@ -84,7 +84,7 @@ func read(t *testing.T, mb backend.Mailbox, uid backend.UID) string {
 
 func uids(s *backend.Snapshot) []backend.UID {
 	var out []backend.UID
-	for _, m := range s.Messages {
+	for _, m := range s.Messages() {
 		out = append(out, m.UID)
 	}
 	return out
@@ -97,10 +97,10 @@ func TestPostfixDelivery(t *testing.T) {
 	writeFile(t, filepath.Join(root, "new", "1706933106.V801I1234M567890.mx1"), body, when)
 	_, u := openRoot(t, root, Options{SpecialUse: map[string]string{}})
 	s, mb := syncBox(t, u, "INBOX")
-	if len(s.Messages) != 1 {
-		t.Fatalf("%d messages, want 1", len(s.Messages))
+	if len(s.Messages()) != 1 {
+		t.Fatalf("%d messages, want 1", len(s.Messages()))
 	}
-	m := s.Messages[0]
+	m := s.Messages()[0]
 	want := strings.ReplaceAll(body, "\n", "\r\n")
 	// The file is not read to open the mailbox: its size is measured in
 	// the background (-1 until then).
@@ -150,7 +150,7 @@ func TestOutOfBandRemovalKeepsUIDValidity(t *testing.T) {
 		}
 	}
 	s, _ = mb.Sync(context.Background())
-	for _, m := range s.Messages {
+	for _, m := range s.Messages() {
 		keys = append(keys, m.Key)
 	}
 	// A cron job deletes the second message behind Roost's back.
@@ -194,8 +194,8 @@ func TestCourierImport(t *testing.T) {
 	if got := uids(s); len(got) != 2 || got[0] != 2 || got[1] != 5 {
 		t.Errorf("UIDs %v, want Courier's [2 5]", got)
 	}
-	if s.Messages[0].Flags != backend.FlagSeen {
-		t.Errorf("flags %v, want \\Seen", s.Messages[0].Flags.Names())
+	if s.Messages()[0].Flags != backend.FlagSeen {
+		t.Errorf("flags %v, want \\Seen", s.Messages()[0].Flags.Names())
 	}
 	if _, err := os.Stat(filepath.Join(root, uidlistName)); err != nil {
 		t.Errorf("dovecot-uidlist not written after import: %v", err)
@@ -215,8 +215,8 @@ func TestUIDLKept(t *testing.T) {
 	writeFile(t, filepath.Join(root, uidlistName), "3 V1234 N9 Gabc\n8 O3 PUID17-1111 :"+name+"\n", time.Time{})
 	_, u := openRoot(t, root, Options{SpecialUse: map[string]string{}})
 	s, mb := syncBox(t, u, "INBOX")
-	if len(s.Messages) != 1 || s.Messages[0].UID != 8 || s.Messages[0].UIDL != "UID17-1111" || s.Messages[0].POP3Order != 3 {
-		t.Fatalf("messages %+v, want UID 8 with UIDL UID17-1111 and POP3 order 3", s.Messages)
+	if len(s.Messages()) != 1 || s.Messages()[0].UID != 8 || s.Messages()[0].UIDL != "UID17-1111" || s.Messages()[0].POP3Order != 3 {
+		t.Fatalf("messages %+v, want UID 8 with UIDL UID17-1111 and POP3 order 3", s.Messages())
 	}
 	// The rewrite that added T (first Sync) kept P, O and the header's G;
 	// the Append then only appended its record, leaving N behind.
@@ -255,10 +255,10 @@ func TestDuplicateBaseNames(t *testing.T) {
 	writeFile(t, filepath.Join(root, "cur", name+":2,S"), "Subject: in cur\n\n", time.Time{})
 	_, u := openRoot(t, root, Options{SpecialUse: map[string]string{}})
 	s, mb := syncBox(t, u, "INBOX")
-	if len(s.Messages) != 2 || s.Messages[0].Key == s.Messages[1].Key {
-		t.Fatalf("messages %+v, want two with distinct keys", s.Messages)
+	if len(s.Messages()) != 2 || s.Messages()[0].Key == s.Messages()[1].Key {
+		t.Fatalf("messages %+v, want two with distinct keys", s.Messages())
 	}
-	got := read(t, mb, s.Messages[0].UID) + read(t, mb, s.Messages[1].UID)
+	got := read(t, mb, s.Messages()[0].UID) + read(t, mb, s.Messages()[1].UID)
 	if !strings.Contains(got, "in new") || !strings.Contains(got, "in cur") {
 		t.Errorf("a duplicate was lost: %q", got)
 	}
@@ -303,8 +303,8 @@ func TestOddEntries(t *testing.T) {
 		t.Errorf("OpenMailbox through a symlink out of the Maildir = %v, want ErrNoSuchMailbox", err)
 	}
 	s, _ := syncBox(t, u, "INBOX")
-	if len(s.Messages) != 2 {
-		t.Errorf("%d messages, want 2 (the normal one and the one with spaces)", len(s.Messages))
+	if len(s.Messages()) != 2 {
+		t.Errorf("%d messages, want 2 (the normal one and the one with spaces)", len(s.Messages()))
 	}
 }
 

@@ -96,7 +96,7 @@ func roostView(t *testing.T, u backend.User) view {
 			t.Fatal(err)
 		}
 		b := &boxView{uidValidity: s.UIDValidity, uidNext: uint32(s.UIDNext)}
-		for _, m := range s.Messages {
+		for _, m := range s.Messages() {
 			flags := append(append([]string{}, m.Keywords...), m.Flags.Names()...)
 			sort.Strings(flags)
 			size := m.Size

@@ -73,11 +73,11 @@ func TestInotifySeesOtherProcesses(t *testing.T) {
 		check        func(*backend.Snapshot) bool
 	}{
 		{"delivery", `printf 'Subject: x\n\nhi\n' > tmp/d && mv tmp/d new/1700000001.M2P2.other`,
-			func(s *backend.Snapshot) bool { return len(s.Messages) == 2 && s.Messages[1].UID == 2 }},
+			func(s *backend.Snapshot) bool { return len(s.Messages()) == 2 && s.Messages()[1].UID == 2 }},
 		{"flag change", `mv cur/1700000000.M1P1.host,W=12:2, cur/1700000000.M1P1.host,W=12:2,FS`,
-			func(s *backend.Snapshot) bool { return s.Messages[0].Flags == backend.FlagSeen|backend.FlagFlagged }},
+			func(s *backend.Snapshot) bool { return s.Messages()[0].Flags == backend.FlagSeen|backend.FlagFlagged }},
 		{"expunge", `rm cur/1700000000.M1P1.host,W=12:2,FS`,
-			func(s *backend.Snapshot) bool { return len(s.Messages) == 1 && s.Messages[0].UID == 2 }},
+			func(s *backend.Snapshot) bool { return len(s.Messages()) == 1 && s.Messages()[0].UID == 2 }},
 	}
 	for _, step := range steps {
 		sh(t, root, step.script)
@@ -87,7 +87,7 @@ func TestInotifySeesOtherProcesses(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !step.check(snap) {
-			t.Fatalf("after %s: %+v", step.what, snap.Messages)
+			t.Fatalf("after %s: %+v", step.what, snap.Messages())
 		}
 	}
 }

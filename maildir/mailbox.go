@@ -44,7 +44,7 @@ func (mb *mailbox) Status(ctx context.Context) (backend.Status, error) {
 		return backend.Status{}, err
 	}
 	s := snap.Counts()
-	size, err := mb.st.sumSizes(ctx, snap.Messages)
+	size, err := mb.st.sumSizes(ctx, snap.Messages())
 	if err != nil {
 		return backend.Status{}, fmt.Errorf("maildir: status of %s of %s: %w", mb.name, mb.u.acct.Name, err)
 	}

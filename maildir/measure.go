@@ -123,7 +123,7 @@ func (st *mboxState) startMeasuring() {
 		return
 	}
 	st.sizeChecked = st.snap
-	if !slices.ContainsFunc(st.snap.Messages, func(m backend.Message) bool { return m.Size < 0 }) {
+	if !slices.ContainsFunc(st.snap.Messages(), func(m backend.Message) bool { return m.Size < 0 }) {
 		return
 	}
 	st.s.mu.Lock()
@@ -287,7 +287,7 @@ func (st *mboxState) applySizes(ctx context.Context) {
 	if st.snap == nil {
 		return // the next Sync lists the directories and builds from st.msgs
 	}
-	vis, k := withSizes(st.snap.Messages, sizes)
+	vis, k := withSizes(st.snap.Messages(), sizes)
 	if k == 0 {
 		return
 	}
@@ -297,7 +297,7 @@ func (st *mboxState) applySizes(ctx context.Context) {
 	ch := st.changed
 	st.chMu.Unlock()
 	old := st.snap
-	st.snap = &backend.Snapshot{UIDValidity: old.UIDValidity, UIDNext: old.UIDNext, Messages: vis[:len(vis):len(vis)], Changed: ch}
+	st.snap = backend.NewSnapshot(old.UIDValidity, old.UIDNext, vis[:len(vis):len(vis)], ch)
 	st.sizeChecked = st.snap
 }
 

@@ -60,7 +60,7 @@ func waitMeasured(t *testing.T, mb backend.Mailbox) *backend.Snapshot {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !slices.ContainsFunc(s.Messages, func(m backend.Message) bool { return m.Size < 0 }) {
+		if !slices.ContainsFunc(s.Messages(), func(m backend.Message) bool { return m.Size < 0 }) {
 			return s
 		}
 		select {
@@ -107,10 +107,10 @@ func TestFirstOpenReadsNoMessageFile(t *testing.T) {
 	if n := st.sizeReads.Load(); n != 0 {
 		t.Errorf("first open read %d message files, want none", n)
 	}
-	if len(snap.Messages) != 51 {
-		t.Fatalf("%d messages, want 51", len(snap.Messages))
+	if len(snap.Messages()) != 51 {
+		t.Fatalf("%d messages, want 51", len(snap.Messages()))
 	}
-	for _, m := range snap.Messages {
+	for _, m := range snap.Messages() {
 		w, postfix := want[m.Key]
 		switch {
 		case !postfix && m.Size != 12:
@@ -137,7 +137,7 @@ func TestFirstOpenReadsNoMessageFile(t *testing.T) {
 	}
 	defer mb.Close()
 	got := waitMeasured(t, mb)
-	for _, m := range got.Messages {
+	for _, m := range got.Messages() {
 		if w, ok := want[m.Key]; ok && m.Size != w {
 			t.Errorf("%s: measured %d, want %d", m.Key, m.Size, w)
 		}
@@ -152,7 +152,7 @@ func TestFirstOpenReadsNoMessageFile(t *testing.T) {
 	}
 	// Another process reads the sizes from the uidlist.
 	st2, snap2 := firstOpen(t, newTestStore(t, Options{SpecialUse: map[string]string{}}), root)
-	for _, m := range snap2.Messages {
+	for _, m := range snap2.Messages() {
 		if w, ok := want[m.Key]; ok && m.Size != w {
 			t.Errorf("second process: %s size %d, want %d", m.Key, m.Size, w)
 		}
@@ -203,7 +203,7 @@ func TestMessageSizeExact(t *testing.T) {
 	st := mb.(*mailbox).st
 	ctx := context.Background()
 	var total int64
-	for _, m := range snap.Messages {
+	for _, m := range snap.Messages() {
 		if m.Size != -1 {
 			t.Errorf("%s: snapshot size %d, want -1", m.Key, m.Size)
 		}
@@ -217,7 +217,7 @@ func TestMessageSizeExact(t *testing.T) {
 	if reads != int64(len(cases)) {
 		t.Errorf("%d reads for %d messages", reads, len(cases))
 	}
-	for _, m := range snap.Messages {
+	for _, m := range snap.Messages() {
 		if n := mustSize(t, mb, m.UID); n != int64(len(want[m.Key])) {
 			t.Errorf("%s: second MessageSize %d", m.Key, n)
 		}
@@ -243,7 +243,7 @@ func TestMessageSizeExact(t *testing.T) {
 	if _, err := mb2.Status(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range snap2.Messages {
+	for _, m := range snap2.Messages() {
 		if got := read(t, mb2, m.UID); got != want[m.Key] {
 			t.Errorf("%s: OpenMessage of an unmeasured message gives %q, want %q", m.Key, trunc(got), trunc(want[m.Key]))
 		}
@@ -260,7 +260,7 @@ func TestMessageSizeExact(t *testing.T) {
 	s3.bg.stop()
 	snap3, mb3 := syncBox(t, openUser(t, s3, root), "INBOX")
 	st3 := mb3.(*mailbox).st
-	for _, m := range snap3.Messages {
+	for _, m := range snap3.Messages() {
 		if strings.Contains(m.Key, "boundary") || strings.Contains(m.Key, ".lf.") {
 			rc, err := mb3.OpenMessage(ctx, m.UID)
 			if err != nil {
@@ -279,7 +279,7 @@ func TestMessageSizeExact(t *testing.T) {
 	if n := st3.sizeReads.Load(); n != 0 {
 		t.Errorf("OpenMessage read %d files for their size first, want none", n)
 	}
-	for _, m := range snap3.Messages {
+	for _, m := range snap3.Messages() {
 		if n := mustSize(t, mb3, m.UID); n != int64(len(want[m.Key])) {
 			t.Errorf("%s: MessageSize after streaming %d, want %d", m.Key, n, len(want[m.Key]))
 		}
@@ -322,7 +322,7 @@ func TestMeasureExpunged(t *testing.T) {
 	logs := &syncLog{}
 	s := newTestStore(t, Options{SpecialUse: map[string]string{}, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	st, snap := firstOpen(t, s, root)
-	gone := snap.Messages[5]
+	gone := snap.Messages()[5]
 	if err := os.Remove(filepath.Join(root, "new", gone.Key)); err != nil {
 		t.Fatal(err)
 	}
@@ -350,7 +350,7 @@ func TestMeasureExpunged(t *testing.T) {
 	s2 := newTestStore(t, Options{SpecialUse: map[string]string{}})
 	s2.bg.stop()
 	snap2, mb := syncBox(t, openUser(t, s2, root), "INBOX")
-	victim := snap2.Messages[len(snap2.Messages)-1]
+	victim := snap2.Messages()[len(snap2.Messages())-1]
 	if victim.Key != "1800000000.V801I1M1.mx1" || victim.Size != -1 {
 		t.Fatalf("last message %+v, want the new one, not measured", victim)
 	}
@@ -382,11 +382,11 @@ func TestMeasurerPublishesSameMessages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(s1.Messages) != len(s0.Messages) {
-		t.Fatalf("%d messages after measuring, %d before", len(s1.Messages), len(s0.Messages))
+	if len(s1.Messages()) != len(s0.Messages()) {
+		t.Fatalf("%d messages after measuring, %d before", len(s1.Messages()), len(s0.Messages()))
 	}
-	for i, m := range s1.Messages {
-		o := s0.Messages[i]
+	for i, m := range s1.Messages() {
+		o := s0.Messages()[i]
 		if o.Size != -1 {
 			t.Errorf("the first snapshot was changed in place: %+v", o)
 		}
@@ -488,18 +488,18 @@ func TestCopyMeasuresUnknownSize(t *testing.T) {
 		t.Fatal(err)
 	}
 	snap, mb := syncBox(t, u, "INBOX")
-	if _, err := mb.Copy(ctx, []backend.UID{snap.Messages[0].UID}, "Archive"); err != nil {
+	if _, err := mb.Copy(ctx, []backend.UID{snap.Messages()[0].UID}, "Archive"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := mb.Move(ctx, []backend.UID{snap.Messages[1].UID}, "Archive"); err != nil {
+	if _, err := mb.Move(ctx, []backend.UID{snap.Messages()[1].UID}, "Archive"); err != nil {
 		t.Fatal(err)
 	}
 	arch, amb := syncBox(t, u, "Archive")
-	if len(arch.Messages) != 2 {
-		t.Fatalf("Archive has %d messages, want 2", len(arch.Messages))
+	if len(arch.Messages()) != 2 {
+		t.Fatalf("Archive has %d messages, want 2", len(arch.Messages()))
 	}
-	for i, m := range arch.Messages {
-		w := want[snap.Messages[i].Key]
+	for i, m := range arch.Messages() {
+		w := want[snap.Messages()[i].Key]
 		if got, ok := sizeField(m.Key, 'W'); !ok || got != w || m.Size != w {
 			t.Errorf("copy %d: name %s, size %d; want W=%d", i, m.Key, m.Size, w)
 		}
@@ -585,7 +585,7 @@ func TestMeasureKeepsOthersRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	last := s1.Messages[len(s1.Messages)-1]
+	last := s1.Messages()[len(s1.Messages())-1]
 	if last.Key != "1800000000.V801I1M1.mx1" || last.Size != -1 {
 		t.Errorf("new delivery %+v, want it with size -1", last)
 	}
@@ -613,7 +613,7 @@ func TestMeasureKeepsOthersRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := waitMeasured(t, mb).Messages; got[len(got)-1].Size != wantLast {
+	if got := waitMeasured(t, mb).Messages(); got[len(got)-1].Size != wantLast {
 		t.Errorf("after a rebuild the new delivery has size %d, want %d", got[len(got)-1].Size, wantLast)
 	}
 }
@@ -652,7 +652,7 @@ func TestMeasurersShareSlots(t *testing.T) {
 	if n := st.sizeReads.Load(); n != 0 {
 		t.Fatalf("the measurer read %d files without a slot", n)
 	}
-	m := snap.Messages[0]
+	m := snap.Messages()[0]
 	if got := mustSize(t, mb, m.UID); got != sizes[m.Key] {
 		t.Errorf("MessageSize while the measurer waits = %d, want %d", got, sizes[m.Key])
 	}
@@ -703,7 +703,7 @@ func TestNoSizeMeasurer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := snap.Messages[len(snap.Messages)-1]
+	m := snap.Messages()[len(snap.Messages())-1]
 	if m.Size != -1 {
 		t.Errorf("Size = %d, want -1 (unmeasured)", m.Size)
 	}

@@ -25,7 +25,7 @@ func BenchmarkMove100k(b *testing.B) {
 	for _, mode := range []string{"rename", "copy+expunge"} {
 		b.Run(mode, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				uids := []backend.UID{snap.Messages[next%len(snap.Messages)].UID}
+				uids := []backend.UID{snap.Messages()[next%len(snap.Messages())].UID}
 				next++
 				if mode == "rename" {
 					if _, err := mb.Move(ctx, uids, "Dest"); err != nil {
@@ -62,8 +62,8 @@ func BenchmarkMoveAll10k(b *testing.B) {
 				if err := mb.(*mailbox).u.CreateMailbox(ctx, "Dest", ""); err != nil {
 					b.Fatal(err)
 				}
-				all := make([]backend.UID, len(snap.Messages))
-				for j, m := range snap.Messages {
+				all := make([]backend.UID, len(snap.Messages()))
+				for j, m := range snap.Messages() {
 					all[j] = m.UID
 				}
 				b.StartTimer()

@@ -94,7 +94,7 @@ func census(t *testing.T, root string, n int, folders ...string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, m := range snap.Messages {
+		for _, m := range snap.Messages() {
 			rc, err := mb.OpenMessage(ctx, m.UID)
 			if err != nil {
 				t.Errorf("%s UID %d: %v", f, m.UID, err)
@@ -179,8 +179,8 @@ func moveAll(ctx context.Context, u backend.User, from, to string, n int) ([]str
 	if err != nil {
 		return nil, err
 	}
-	if len(snap.Messages) > n {
-		return nil, fmt.Errorf("%s holds %d messages, only %d exist", from, len(snap.Messages), n)
+	if len(snap.Messages()) > n {
+		return nil, fmt.Errorf("%s holds %d messages, only %d exist", from, len(snap.Messages()), n)
 	}
 	res, err := mb.Move(ctx, uids(snap), to)
 	if err != nil {
@@ -297,10 +297,10 @@ func TestMoveLoserSkips(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Source) != 1 || res.Source[0] != s1.Messages[2].UID {
-		t.Errorf("stale move = %+v, want only UID %d", res, s1.Messages[2].UID)
+	if len(res.Source) != 1 || res.Source[0] != s1.Messages()[2].UID {
+		t.Errorf("stale move = %+v, want only UID %d", res, s1.Messages()[2].UID)
 	}
-	if s, _ := mb1.Sync(ctx); len(s.Messages) != 0 {
+	if s, _ := mb1.Sync(ctx); len(s.Messages()) != 0 {
 		t.Errorf("INBOX after both moves: %v", uids(s))
 	}
 	census(t, root, 3, "INBOX", "A", "Trash")
@@ -332,10 +332,10 @@ func TestMoveFollowsFlagChange(t *testing.T) {
 		t.Fatalf("move after a flag change elsewhere = %+v, %v", res, err)
 	}
 	ds, _ := syncBox(t, u1, "Archive")
-	if len(ds.Messages) != 1 || ds.Messages[0].Flags != backend.FlagAnswered || strings.Join(ds.Messages[0].Keywords, ",") != "seen-elsewhere" {
-		t.Errorf("Archive holds %+v, want the message with \\Answered and seen-elsewhere", ds.Messages)
+	if len(ds.Messages()) != 1 || ds.Messages()[0].Flags != backend.FlagAnswered || strings.Join(ds.Messages()[0].Keywords, ",") != "seen-elsewhere" {
+		t.Errorf("Archive holds %+v, want the message with \\Answered and seen-elsewhere", ds.Messages())
 	}
-	if ss, _ := mb.Sync(ctx); len(ss.Messages) != 0 {
+	if ss, _ := mb.Sync(ctx); len(ss.Messages()) != 0 {
 		t.Errorf("INBOX still holds %v", uids(ss))
 	}
 }
@@ -515,7 +515,7 @@ func TestMoveNoListing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(uids(s1)) != fmt.Sprint([]backend.UID{snap.Messages[0].UID, snap.Messages[3].UID}) ||
+	if fmt.Sprint(uids(s1)) != fmt.Sprint([]backend.UID{snap.Messages()[0].UID, snap.Messages()[3].UID}) ||
 		fmt.Sprint(uids(ts)) != fmt.Sprint(res.Dest) {
 		t.Fatalf("after the move INBOX %v, Trash %v (moved to %v)", uids(s1), uids(ts), res.Dest)
 	}
@@ -543,7 +543,7 @@ func TestMovePostfixFile(t *testing.T) {
 		t.Fatalf("move = %+v, %v", res, err)
 	}
 	ds, a := syncBox(t, u, "A")
-	m := ds.Messages[0]
+	m := ds.Messages()[0]
 	if want := fmt.Sprintf(",S=%d,W=%d", len(body), len(body)+3); !strings.HasSuffix(m.Key, want) || m.Size != int64(len(body)+3) || !m.InternalDate.Equal(date) {
 		t.Errorf("moved message %+v, want a key ending %s and the date %v", m, want, date)
 	}

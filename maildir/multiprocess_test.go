@@ -92,7 +92,7 @@ func runMultiProcessRole(role string) int {
 			return 1
 		}
 		var last backend.UID
-		for _, m := range snap.Messages {
+		for _, m := range snap.Messages() {
 			if m.UID <= last {
 				fmt.Fprintln(w, "ERR snapshot not ascending at", m.UID)
 			}
@@ -112,7 +112,7 @@ func runMultiProcessRole(role string) int {
 				fmt.Fprintln(w, "ERR torn uidlist:", err, warns)
 			}
 		}
-		fmt.Fprintf(w, "sync %d\n", len(snap.Messages))
+		fmt.Fprintf(w, "sync %d\n", len(snap.Messages()))
 	}
 	return 0
 }
@@ -191,10 +191,10 @@ func TestMultiProcess(t *testing.T) {
 	_, u := openRoot(t, root, Options{SpecialUse: map[string]string{}})
 	snap, mb := syncBox(t, u, "INBOX")
 	want := len(added) - len(deleted)
-	if len(snap.Messages) != want {
-		t.Errorf("%d messages at the end, want %d", len(snap.Messages), want)
+	if len(snap.Messages()) != want {
+		t.Errorf("%d messages at the end, want %d", len(snap.Messages()), want)
 	}
-	for _, m := range snap.Messages {
+	for _, m := range snap.Messages() {
 		subj, ok := added[m.UID]
 		if !ok || deleted[m.UID] {
 			t.Errorf("UID %d present but not a surviving delivery", m.UID)

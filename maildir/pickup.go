@@ -18,7 +18,7 @@ import (
 // st.mu.
 func (st *mboxState) pickUpNew(ctx context.Context) (bool, error) {
 	newDir, curDir := filepath.Join(st.dir, "new"), filepath.Join(st.dir, "cur")
-	if st.snap == nil || !st.loaded || st.mustWrite || len(st.snap.Messages) != len(st.msgs) ||
+	if st.snap == nil || !st.loaded || st.mustWrite || len(st.snap.Messages()) != len(st.msgs) ||
 		statID(curDir) != st.curID || !(st.watched.Load() || st.curSettled) {
 		return false, nil
 	}
@@ -45,7 +45,7 @@ func (st *mboxState) pickUpNew(ctx context.Context) (bool, error) {
 	if !ok {
 		return false, nil
 	}
-	prev := len(st.snap.Messages)
+	prev := len(st.snap.Messages())
 	if len(res.unknown) == 0 {
 		st.newID = nb
 		n := len(st.msgs)

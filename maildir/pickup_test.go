@@ -54,7 +54,7 @@ func TestPickUpNewFiles(t *testing.T) {
 	if got := uids(s1); !slices.Equal(got, []backend.UID{1, 2, 3, 4, 5}) {
 		t.Fatalf("UIDs %v, want 1..5", got)
 	}
-	if m := s1.Messages[3]; m.Key != "1700000100.V801I1M1.mx1" || m.Size != -1 || m.Flags != 0 {
+	if m := s1.Messages()[3]; m.Key != "1700000100.V801I1M1.mx1" || m.Size != -1 || m.Flags != 0 {
 		t.Errorf("picked up %+v, want size -1 (not measured yet)", m)
 	}
 	if n, err := mb.MessageSize(ctx, 4); err != nil || n != int64(len("Return-Path: <a@example.edu>\nSubject: 1700000100.V801I1M1.mx1\n\nbody\n"))+4 {
@@ -73,7 +73,7 @@ func TestPickUpNewFiles(t *testing.T) {
 	}
 	// The uidlist holds the new records, so another process agrees.
 	_, u2 := openRoot(t, root, Options{SpecialUse: map[string]string{}})
-	if s2, _ := syncBox(t, u2, "INBOX"); !slices.Equal(uids(s2), uids(s1)) || s2.Messages[4].Key != s1.Messages[4].Key {
+	if s2, _ := syncBox(t, u2, "INBOX"); !slices.Equal(uids(s2), uids(s1)) || s2.Messages()[4].Key != s1.Messages()[4].Key {
 		t.Errorf("a fresh store sees %v, want %v", uids(s2), uids(s1))
 	}
 
@@ -103,7 +103,7 @@ func TestPickUpNewFiles(t *testing.T) {
 	if got := uids(s4); !slices.Equal(got, []backend.UID{1, 2, 3, 5, 6, 7}) {
 		t.Fatalf("after a duplicate name: UIDs %v, want 1 2 3 5 6 7", got)
 	}
-	if s4.Messages[5].Key == s4.Messages[0].Key {
+	if s4.Messages()[5].Key == s4.Messages()[0].Key {
 		t.Error("the duplicate kept its base name")
 	}
 	if listings(mb) == n1 {
@@ -162,8 +162,8 @@ func TestPickUpOtherWriter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(s.Messages) != 4 || s.Messages[0].Flags != backend.FlagSeen {
-		t.Errorf("after the other writer's flag change: %+v", s.Messages)
+	if len(s.Messages()) != 4 || s.Messages()[0].Flags != backend.FlagSeen {
+		t.Errorf("after the other writer's flag change: %+v", s.Messages())
 	}
 	data, err := os.ReadFile(filepath.Join(root, uidlistName))
 	if err != nil {
@@ -197,8 +197,8 @@ func TestPickUpPolling(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(snap.Messages) != 2 {
-		t.Fatalf("%d messages, want 2", len(snap.Messages))
+	if len(snap.Messages()) != 2 {
+		t.Fatalf("%d messages, want 2", len(snap.Messages()))
 	}
 	if listings(mb) != n0 {
 		t.Error("a delivery caused a full listing although cur/ was quiet")
@@ -212,8 +212,8 @@ func TestPickUpPolling(t *testing.T) {
 	if snap, err = mb.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if snap.Messages[0].Flags != backend.FlagSeen|backend.FlagFlagged {
-		t.Errorf("flags %v after a change in cur/", snap.Messages[0].Flags)
+	if snap.Messages()[0].Flags != backend.FlagSeen|backend.FlagFlagged {
+		t.Errorf("flags %v after a change in cur/", snap.Messages()[0].Flags)
 	}
 	n1 := listings(mb)
 	postfixFile(t, root, "1700000101.V801I2M2.mx1")
@@ -240,7 +240,7 @@ func TestPickUpRewrittenInPlace(t *testing.T) {
 	// longer than before, so only the content shows it is not an append.
 	var b strings.Builder
 	b.WriteString(hdr + "\n")
-	for _, m := range s0.Messages {
+	for _, m := range s0.Messages() {
 		b.WriteString(itoa(int(m.UID)) + " Xfield :" + m.Key + "\n")
 	}
 	postfixFile(t, root, "1700000100.V801I1M1.mx1")

@@ -165,7 +165,7 @@ func TestQuotaAccounting(t *testing.T) {
 	}
 	snap, _ := in.Sync(ctx)
 	// Moving to Trash frees quota (Trash is not counted); moving back is checked.
-	if _, err := in.Move(ctx, []backend.UID{snap.Messages[0].UID}, "Trash"); err != nil {
+	if _, err := in.Move(ctx, []backend.UID{snap.Messages()[0].UID}, "Trash"); err != nil {
 		t.Fatal(err)
 	}
 	q, _ := u.Quota(ctx)
@@ -181,10 +181,10 @@ func TestQuotaAccounting(t *testing.T) {
 	trash, _ := u.OpenMailbox(ctx, "Trash")
 	defer trash.Close()
 	ts, _ := trash.Sync(ctx)
-	if _, err := trash.Move(ctx, []backend.UID{ts.Messages[0].UID}, "INBOX"); !errors.Is(err, backend.ErrOverQuota) {
+	if _, err := trash.Move(ctx, []backend.UID{ts.Messages()[0].UID}, "INBOX"); !errors.Is(err, backend.ErrOverQuota) {
 		t.Errorf("move out of Trash over quota = %v, want ErrOverQuota", err)
 	}
-	if ts2, _ := trash.Sync(ctx); len(ts2.Messages) != 1 {
+	if ts2, _ := trash.Sync(ctx); len(ts2.Messages()) != 1 {
 		t.Errorf("refused move lost the message from Trash")
 	}
 }

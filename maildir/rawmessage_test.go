@@ -21,7 +21,7 @@ func TestOpenRawMessage(t *testing.T) {
 	_, u := openRoot(t, root, Options{SpecialUse: map[string]string{}})
 	s, mb := syncBox(t, u, "INBOX")
 	ctx := context.Background()
-	uid := s.Messages[0].UID
+	uid := s.Messages()[0].UID
 	if _, err := mb.SetFlags(ctx, []backend.UID{uid}, backend.FlagsAdd, backend.FlagSeen, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -63,20 +63,20 @@ func TestCorruptUidlist(t *testing.T) {
 			writeFile(t, filepath.Join(root, uidlistName), c.content(keys), time.Time{})
 			_, u := openRoot(t, root, Options{SpecialUse: map[string]string{}})
 			s, mb := syncBox(t, u, "INBOX")
-			if len(s.Messages) != 3 {
-				t.Fatalf("%d messages visible, want 3 (none lost)", len(s.Messages))
+			if len(s.Messages()) != 3 {
+				t.Fatalf("%d messages visible, want 3 (none lost)", len(s.Messages()))
 			}
 			if c.wantUV != 0 && s.UIDValidity != c.wantUV {
 				t.Errorf("UIDVALIDITY %d, want %d kept", s.UIDValidity, c.wantUV)
 			}
 			for i, uid := range c.wantUIDs {
 				j := s.Find(uid)
-				if j < 0 || s.Messages[j].Key != keys[i] {
-					t.Errorf("UID %d should be %s; snapshot %v", uid, keys[i], s.Messages)
+				if j < 0 || s.Messages()[j].Key != keys[i] {
+					t.Errorf("UID %d should be %s; snapshot %v", uid, keys[i], s.Messages())
 				}
 			}
 			seen := map[backend.UID]bool{}
-			for _, m := range s.Messages {
+			for _, m := range s.Messages() {
 				if seen[m.UID] {
 					t.Errorf("UID %d twice", m.UID)
 				}
@@ -86,11 +86,11 @@ func TestCorruptUidlist(t *testing.T) {
 			// The list is healthy again: a new process sees the same.
 			_, u2 := openRoot(t, root, Options{SpecialUse: map[string]string{}})
 			s2, _ := syncBox(t, u2, "INBOX")
-			if s2.UIDValidity != s.UIDValidity || len(s2.Messages) != 3 {
-				t.Errorf("second open differs: %d/%d vs %d/%d", s2.UIDValidity, len(s2.Messages), s.UIDValidity, len(s.Messages))
+			if s2.UIDValidity != s.UIDValidity || len(s2.Messages()) != 3 {
+				t.Errorf("second open differs: %d/%d vs %d/%d", s2.UIDValidity, len(s2.Messages()), s.UIDValidity, len(s.Messages()))
 			}
-			for i := range s.Messages {
-				if s.Messages[i].UID != s2.Messages[i].UID {
+			for i := range s.Messages() {
+				if s.Messages()[i].UID != s2.Messages()[i].UID {
 					t.Errorf("UIDs changed on reopen")
 				}
 			}
@@ -108,15 +108,15 @@ func TestCorruptKeywordsAndSubscriptions(t *testing.T) {
 	}
 	_, u := openRoot(t, root, Options{SpecialUse: map[string]string{}})
 	s, mb := syncBox(t, u, "INBOX")
-	if len(s.Messages) != 1 {
-		t.Fatalf("%d messages", len(s.Messages))
+	if len(s.Messages()) != 1 {
+		t.Fatalf("%d messages", len(s.Messages()))
 	}
-	kw := s.Messages[0].Keywords
+	kw := s.Messages()[0].Keywords
 	if strings.Join(kw, ",") != "$Junk,$Last" {
 		t.Errorf("keywords %v, want the readable ones [$Junk $Last]", kw)
 	}
 	// Setting a flag keeps the letters it cannot name.
-	if _, err := mb.SetFlags(context.Background(), []backend.UID{s.Messages[0].UID}, backend.FlagsAdd, backend.FlagFlagged, nil); err != nil {
+	if _, err := mb.SetFlags(context.Background(), []backend.UID{s.Messages()[0].UID}, backend.FlagsAdd, backend.FlagFlagged, nil); err != nil {
 		t.Fatal(err)
 	}
 	names, _ := filepath.Glob(filepath.Join(root, "cur", "*"))

@@ -129,7 +129,7 @@ func (st *mboxState) ownChange(trusted bool) {
 	st.curSettled = false
 	// Capped: deliver appends to st.msgs in place, beyond what this shows.
 	n := len(st.msgs)
-	st.snap = &backend.Snapshot{UIDValidity: st.uidValidity, UIDNext: backend.UID(st.nextUID), Messages: st.msgs[:n:n], Changed: ch}
+	st.snap = backend.NewSnapshot(st.uidValidity, backend.UID(st.nextUID), st.msgs[:n:n], ch)
 }
 
 func (st *mboxState) path(i int) string {

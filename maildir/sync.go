@@ -307,7 +307,7 @@ func (st *mboxState) publish(visible []backend.Message, changed bool, ch chan st
 		}
 	}
 	st.chMu.Unlock()
-	st.snap = &backend.Snapshot{UIDValidity: st.uidValidity, UIDNext: backend.UID(st.nextUID), Messages: visible[:len(visible):len(visible)], Changed: ch}
+	st.snap = backend.NewSnapshot(st.uidValidity, backend.UID(st.nextUID), visible[:len(visible):len(visible)], ch)
 }
 
 // keywords returns the shared, sorted keyword slice for letter bits.

@@ -201,14 +201,14 @@ poll %s protocol pop3 port %s uidl auth password timeout 20:
 	if got := fetched(); !slices.Equal(got, []string{"one", "three", "two"}) {
 		t.Fatalf("after run 3 fetched %q: a message came twice or not at all", got)
 	}
-	if n := len(e.inbox("alice").Messages); n != 3 {
+	if n := len(e.inbox("alice").Messages()); n != 3 {
 		t.Fatalf("keep left %d messages on the server, want 3", n)
 	}
 	// Without keep, with flush: old messages are deleted, none fetched again.
 	if out, code := run("nokeep flush"); code != 0 && code != 1 {
 		t.Fatalf("fetchmail run 4: exit %d\n%s", code, out)
 	}
-	if n := len(e.inbox("alice").Messages); n != 0 {
+	if n := len(e.inbox("alice").Messages()); n != 0 {
 		t.Errorf("%d messages left after fetchmail without keep", n)
 	}
 	if got := fetched(); !slices.Equal(got, []string{"one", "three", "two"}) {

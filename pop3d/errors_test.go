@@ -59,7 +59,7 @@ func TestMessageExpungedElsewhere(t *testing.T) {
 	}
 	defer mb.Close()
 	snap, _ := mb.Sync(ctx)
-	if _, err := mb.Expunge(ctx, []backend.UID{snap.Messages[0].UID}); err != nil {
+	if _, err := mb.Expunge(ctx, []backend.UID{snap.Messages()[0].UID}); err != nil {
 		t.Fatal(err)
 	}
 	c.run(`
@@ -80,7 +80,7 @@ func TestMessageExpungedElsewhere(t *testing.T) {
 		S: .
 		C: QUIT
 		S: +OK Bye (0 messages removed)`)
-	if n := len(e.inbox("alice").Messages); n != 1 {
+	if n := len(e.inbox("alice").Messages()); n != 1 {
 		t.Errorf("%d messages, want 1", n)
 	}
 }
@@ -100,7 +100,7 @@ func TestMarkSeenOff(t *testing.T) {
 		S: .
 		C: QUIT
 		S: +OK...`)
-	if f := e.inbox("alice").Messages[0].Flags; f&backend.FlagSeen != 0 {
+	if f := e.inbox("alice").Messages()[0].Flags; f&backend.FlagSeen != 0 {
 		t.Errorf("flags %v: RETR set \\Seen with MarkSeen off", f)
 	}
 }

@@ -19,7 +19,7 @@ var quitLine = regexp.MustCompile(`(?im)^quit`)
 func FuzzSession(f *testing.F) {
 	e := newEnvTB(f, nil)
 	e.deliver("alice", msg1, msg2, msg3)
-	want := len(e.inbox("alice").Messages)
+	want := len(e.inbox("alice").Messages())
 	f.Fuzz(func(t *testing.T, input string) {
 		e.t = t // inputs run one at a time in each process
 		c, err := net.Dial("tcp", e.addr)
@@ -42,12 +42,12 @@ func FuzzSession(f *testing.F) {
 		if strings.Contains(e.logs.String(), "panic") {
 			t.Fatalf("server panicked on %q:\n%s", input, e.logs)
 		}
-		if got := len(e.inbox("alice").Messages); got != want {
+		if got := len(e.inbox("alice").Messages()); got != want {
 			if !quitLine.MatchString(input) {
 				t.Fatalf("%d messages left without QUIT (want %d) after %q", got, want, input)
 			}
 			e.deliver("alice", msg1, msg2, msg3)
-			want = len(e.inbox("alice").Messages)
+			want = len(e.inbox("alice").Messages())
 		}
 	})
 }

@@ -65,8 +65,8 @@ delete_after = 7
 	}
 	e.deliver("alice", msg3)
 	run()
-	if fetched() != 3 || len(e.inbox("alice").Messages) != 3 {
-		t.Fatalf("second run: %d fetched, %d on the server; want 3 and 3", fetched(), len(e.inbox("alice").Messages))
+	if fetched() != 3 || len(e.inbox("alice").Messages()) != 3 {
+		t.Fatalf("second run: %d fetched, %d on the server; want 3 and 3", fetched(), len(e.inbox("alice").Messages()))
 	}
 	// Ten days pass for the first two messages: getmail's record of when it
 	// saw each UIDL is its "oldmail" file (uidl NUL unix-time per line).
@@ -90,7 +90,7 @@ delete_after = 7
 	}
 	os.WriteFile(olds[0], []byte(aged), 0o600)
 	run()
-	left := e.inbox("alice").Messages
+	left := e.inbox("alice").Messages()
 	if len(left) != 1 || fetched() != 3 {
 		t.Fatalf("after delete_after: %d left on the server (want 1), %d fetched (want 3)", len(left), fetched())
 	}

@@ -31,7 +31,7 @@ type maildrop struct {
 // newMaildrop makes the maildrop of snap. It fails only if the store
 // cannot say the size of a message it has not measured yet.
 func newMaildrop(ctx context.Context, u backend.User, mbox backend.Mailbox, release func() error, snap *backend.Snapshot, markSeen bool) (*maildrop, error) {
-	msgs := pop3Order(snap.Messages)
+	msgs := pop3Order(snap.Messages())
 	size, known := totalSize(msgs)
 	if !known {
 		var err error

@@ -88,7 +88,7 @@ func TestPOP3Order(t *testing.T) {
 		S: +OK...`)
 	// DELE 1 and 6 removed UIDs 2 and 5, and nothing else.
 	var left []uint32
-	for _, m := range e.inbox("alice").Messages {
+	for _, m := range e.inbox("alice").Messages() {
 		left = append(left, uint32(m.UID))
 	}
 	if !slices.Equal(left, []uint32{1, 3, 4, 6}) {

@@ -184,7 +184,7 @@ func TestExpire(t *testing.T) {
 	e.put("alice", "new", "1000000003.C.test", "Subject: old never retrieved\n\nx\n", old)
 	e.put("alice", "cur", "1000000004.D.test:2,S", "Subject: recent seen\n\nx\n", recent)
 	num := map[string]int{}
-	for i, m := range e.inbox("alice").Messages {
+	for i, m := range e.inbox("alice").Messages() {
 		num[m.Key[11:12]] = i + 1 // A, B, C, D: UID order is the store's
 	}
 	c := e.login("alice", "secret")
@@ -219,7 +219,7 @@ func TestExpire(t *testing.T) {
 		C: QUIT
 		S: +OK Bye (2 messages removed)`)
 	var subjects []string
-	for _, m := range e.inbox("alice").Messages {
+	for _, m := range e.inbox("alice").Messages() {
 		subjects = append(subjects, m.Key)
 	}
 	slices.Sort(subjects)
@@ -254,7 +254,7 @@ func TestUIDLStable(t *testing.T) {
 	}
 	mb, _ := u.OpenMailbox(ctx, "INBOX")
 	snap, _ := mb.Sync(ctx)
-	if _, err := mb.SetFlags(ctx, []backend.UID{snap.Messages[0].UID, snap.Messages[1].UID}, backend.FlagsAdd, backend.FlagFlagged|backend.FlagAnswered, []string{"$Label1"}); err != nil {
+	if _, err := mb.SetFlags(ctx, []backend.UID{snap.Messages()[0].UID, snap.Messages()[1].UID}, backend.FlagsAdd, backend.FlagFlagged|backend.FlagAnswered, []string{"$Label1"}); err != nil {
 		t.Fatal(err)
 	}
 	mb.Close()

@@ -151,7 +151,7 @@ func TestRETRRecordedSize(t *testing.T) {
 				S: line 2
 				S: <EOF>`)
 			e.waitLog(`msg="pop3 session".* end=store-error`)
-			if m := e.inbox("alice").Messages; len(m) != 2 || m[0].Flags&backend.FlagSeen != 0 || m[1].Flags&backend.FlagSeen == 0 {
+			if m := e.inbox("alice").Messages(); len(m) != 2 || m[0].Flags&backend.FlagSeen != 0 || m[1].Flags&backend.FlagSeen == 0 {
 				t.Errorf("flags after RETR 2 in full and RETR 1 cut short: %+v, want only UID 2 \\Seen", m)
 			}
 		})

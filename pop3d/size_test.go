@@ -188,7 +188,7 @@ func TestUnmeasuredSizeOfExpungedMessage(t *testing.T) {
 	if got[5] != "-ERR no such message, only 6 messages in maildrop\r\n" {
 		t.Errorf("LIST 7 after the expunge: %q", got[5])
 	}
-	if n := len(known.inbox("alice").Messages); n != len(sizeMessages)-1 {
+	if n := len(known.inbox("alice").Messages()); n != len(sizeMessages)-1 {
 		t.Errorf("%d messages left, want %d", n, len(sizeMessages)-1)
 	}
 }

@@ -95,7 +95,7 @@ func TestQuitInAuthorization(t *testing.T) {
 		C: QUIT
 		S: +OK Bye
 		S: <EOF>`)
-	if n := len(e.inbox("alice").Messages); n != 1 {
+	if n := len(e.inbox("alice").Messages()); n != 1 {
 		t.Errorf("%d messages after QUIT in AUTHORIZATION, want 1", n)
 	}
 }
@@ -106,7 +106,7 @@ func TestTransaction(t *testing.T) {
 	s1, s2, s3 := size(msg1), size(msg2), size(msg3)
 	snap := e.inbox("alice")
 	uidl := func(i int) string {
-		return fmt.Sprintf("%08x%08x", uint32(snap.Messages[i].UID), snap.UIDValidity)
+		return fmt.Sprintf("%08x%08x", uint32(snap.Messages()[i].UID), snap.UIDValidity)
 	}
 	c := e.login("alice", "secret")
 	c.run(fmt.Sprintf(`
@@ -216,11 +216,11 @@ func TestTransaction(t *testing.T) {
 
 	// Another store handle (imapd, roostctl) sees the result of UPDATE.
 	after := e.inbox("alice")
-	if len(after.Messages) != 1 || after.Messages[0].UID != snap.Messages[1].UID {
-		t.Fatalf("after QUIT: %+v, want only message 2", after.Messages)
+	if len(after.Messages()) != 1 || after.Messages()[0].UID != snap.Messages()[1].UID {
+		t.Fatalf("after QUIT: %+v, want only message 2", after.Messages())
 	}
 	// Message 2 was only read with TOP: no \Seen.
-	if after.Messages[0].Flags&backend.FlagSeen != 0 {
+	if after.Messages()[0].Flags&backend.FlagSeen != 0 {
 		t.Error("TOP set \\Seen")
 	}
 	e.waitLog(`msg="pop3 session" .*user=alice .*end=quit .*retr=2 retr_bytes=\d+ top=2 dele=2 .*expunged=2`)
@@ -253,11 +253,11 @@ func TestDroppedConnectionDeletesNothing(t *testing.T) {
 		C: STAT
 		S: +OK 2 ...`)
 	snap := e.inbox("alice")
-	if len(snap.Messages) != 2 {
-		t.Fatalf("%d messages after a dropped connection, want 2", len(snap.Messages))
+	if len(snap.Messages()) != 2 {
+		t.Fatalf("%d messages after a dropped connection, want 2", len(snap.Messages()))
 	}
-	if snap.Messages[0].Flags&backend.FlagSeen != 0 || snap.Messages[1].Flags&backend.FlagSeen == 0 {
-		t.Errorf("flags %v %v: want only message 2 \\Seen", snap.Messages[0].Flags, snap.Messages[1].Flags)
+	if snap.Messages()[0].Flags&backend.FlagSeen != 0 || snap.Messages()[1].Flags&backend.FlagSeen == 0 {
+		t.Errorf("flags %v %v: want only message 2 \\Seen", snap.Messages()[0].Flags, snap.Messages()[1].Flags)
 	}
 }
 
@@ -502,7 +502,7 @@ func TestIdleTimeout(t *testing.T) {
 		S: +OK Message 1 deleted
 		S: -ERR Disconnected for inactivity
 		S: <EOF>`)
-	if n := len(e.inbox("alice").Messages); n != 1 {
+	if n := len(e.inbox("alice").Messages()); n != 1 {
 		t.Errorf("%d messages after a timeout, want 1 (no UPDATE)", n)
 	}
 }
@@ -525,7 +525,7 @@ func TestShutdown(t *testing.T) {
 	idle.run(`
 		S: -ERR [SYS/TEMP] Server shutting down...
 		S: <EOF>`)
-	if n := len(e.inbox("alice").Messages); n != 1 {
+	if n := len(e.inbox("alice").Messages()); n != 1 {
 		t.Errorf("%d messages after shutdown, want 1", n)
 	}
 	if _, err := net.DialTimeout("tcp", e.addr, time.Second); err == nil {

@@ -42,7 +42,7 @@ func warnings(t *testing.T, mb backend.Mailbox) []backend.UID {
 		t.Fatal(err)
 	}
 	var out []backend.UID
-	for _, m := range snap.Messages {
+	for _, m := range snap.Messages() {
 		rc, err := mb.OpenMessage(ctx, m.UID)
 		if err != nil {
 			t.Fatal(err)

@@ -109,11 +109,11 @@ func (mb *sizeHiderMailbox) Sync(ctx context.Context) (*backend.Snapshot, error)
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
 	if snap != mb.real {
-		out := *snap
-		if out.Messages, err = mb.convert(ctx, snap.Messages); err != nil {
+		msgs, err := mb.convert(ctx, snap.Messages())
+		if err != nil {
 			return nil, err
 		}
-		mb.real, mb.out = snap, &out
+		mb.real, mb.out = snap, backend.NewSnapshot(snap.UIDValidity, snap.UIDNext, msgs, snap.Changed)
 	}
 	return mb.out, nil
 }

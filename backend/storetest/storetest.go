@@ -163,7 +163,7 @@ func testOpenCreatesInbox(t *testing.T, newStore Factory) {
 			t.Errorf("OpenMailbox(%q).Name() = %q, want INBOX", n, mb.Name())
 		}
 		s := mustSync(t, mb)
-		if len(s.Messages) != 0 || s.UIDValidity == 0 || s.UIDNext == 0 {
+		if len(s.Messages()) != 0 || s.UIDValidity == 0 || s.UIDNext == 0 {
 			t.Errorf("new INBOX snapshot = %+v, want empty with UIDVALIDITY and UIDNEXT set", s)
 		}
 	}
@@ -207,7 +207,7 @@ func testAppendAndRead(t *testing.T, newStore Factory) {
 			if i < 0 {
 				t.Fatalf("appended UID %d not in snapshot", res.UID)
 			}
-			m := s.Messages[i]
+			m := s.Messages()[i]
 			if m.Size != int64(len(want)) && m.Size != -1 {
 				t.Errorf("Message.Size = %d, want %d (or -1: not measured yet)", m.Size, len(want))
 			}
@@ -244,12 +244,12 @@ func testAppendAndRead(t *testing.T, newStore Factory) {
 		t.Errorf("MessageSize(unknown) = %v, want ErrNoSuchMessage", err)
 	}
 	// A reader that fails mid-way leaves nothing.
-	before := len(mustSync(t, mb).Messages)
+	before := len(mustSync(t, mb).Messages())
 	_, err := mb.Append(ctxT(t), io.MultiReader(strings.NewReader("Subject: x\n\n"), errReader{}), backend.AppendOptions{})
 	if err == nil {
 		t.Error("Append with failing reader succeeded")
 	}
-	if n := len(mustSync(t, mb).Messages); n != before {
+	if n := len(mustSync(t, mb).Messages()); n != before {
 		t.Errorf("failed Append left %d messages, want %d", n, before)
 	}
 }
@@ -294,11 +294,11 @@ func testUIDsNeverReused(t *testing.T, newStore Factory) {
 	// A second handle and a fresh open agree.
 	mb2 := openBox(t, u, "INBOX")
 	s1, s2 := mustSync(t, mb), mustSync(t, mb2)
-	if s1.UIDValidity != s2.UIDValidity || len(s1.Messages) != len(s2.Messages) || s1.UIDNext != s2.UIDNext {
+	if s1.UIDValidity != s2.UIDValidity || len(s1.Messages()) != len(s2.Messages()) || s1.UIDNext != s2.UIDNext {
 		t.Errorf("two handles disagree: %+v vs %+v", s1, s2)
 	}
-	for i := range s1.Messages {
-		if s1.Messages[i].UID != s2.Messages[i].UID || s1.Messages[i].Key != s2.Messages[i].Key {
+	for i := range s1.Messages() {
+		if s1.Messages()[i].UID != s2.Messages()[i].UID || s1.Messages()[i].Key != s2.Messages()[i].Key {
 			t.Errorf("message %d differs between handles", i)
 		}
 	}
@@ -352,8 +352,8 @@ func testSetFlags(t *testing.T, newStore Factory) {
 				if i < 0 {
 					t.Fatalf("UID %d vanished", uid)
 				}
-				if s.Messages[i].Flags != f {
-					t.Errorf("UID %d flags %v, want %v", uid, s.Messages[i].Flags.Names(), f.Names())
+				if s.Messages()[i].Flags != f {
+					t.Errorf("UID %d flags %v, want %v", uid, s.Messages()[i].Flags.Names(), f.Names())
 				}
 				for _, r := range got {
 					if r.UID == uid && r.Flags != f {
@@ -362,7 +362,7 @@ func testSetFlags(t *testing.T, newStore Factory) {
 				}
 			}
 			for uid, kws := range st.wantKW {
-				m := s.Messages[s.Find(uid)]
+				m := s.Messages()[s.Find(uid)]
 				if strings.Join(m.Keywords, " ") != strings.Join(kws, " ") {
 					t.Errorf("UID %d keywords %v, want %v (sorted)", uid, m.Keywords, kws)
 				}
@@ -390,8 +390,8 @@ func testExpunge(t *testing.T, newStore Factory) {
 		t.Errorf("Expunge returned %v, want %v", got, []backend.UID{uids[1], uids[3]})
 	}
 	s := mustSync(t, mb)
-	if len(s.Messages) != 2 || s.Messages[0].UID != uids[0] || s.Messages[1].UID != uids[2] {
-		t.Errorf("after expunge: %+v", s.Messages)
+	if len(s.Messages()) != 2 || s.Messages()[0].UID != uids[0] || s.Messages()[1].UID != uids[2] {
+		t.Errorf("after expunge: %+v", s.Messages())
 	}
 	if _, err := mb.OpenMessage(ctxT(t), uids[1]); !errors.Is(err, backend.ErrNoSuchMessage) {
 		t.Errorf("OpenMessage(expunged) = %v, want ErrNoSuchMessage", err)
@@ -432,14 +432,14 @@ func testCopyAndMove(t *testing.T, newStore Factory) {
 	if i < 0 {
 		t.Fatalf("copied UID %d not in destination", res.Dest[0])
 	}
-	m := ds.Messages[i]
+	m := ds.Messages()[i]
 	if m.Flags != backend.FlagSeen|backend.FlagFlagged || !m.HasKeyword("$Junk") || !m.InternalDate.Equal(date) {
 		t.Errorf("copy lost attributes: %+v", m)
 	}
 	if got := readMsg(t, dst, res.Dest[1]); got != crlf(msg("b")) {
 		t.Errorf("copied content %q", got)
 	}
-	if n := len(mustSync(t, src).Messages); n != 2 {
+	if n := len(mustSync(t, src).Messages()); n != 2 {
 		t.Errorf("source has %d messages after Copy, want 2", n)
 	}
 
@@ -451,8 +451,8 @@ func testCopyAndMove(t *testing.T, newStore Factory) {
 		t.Errorf("MoveResult = %+v, want one new UID above %d", mres, res.Dest[1])
 	}
 	ss := mustSync(t, src)
-	if len(ss.Messages) != 1 || ss.Find(a) >= 0 {
-		t.Errorf("source after Move: %+v", ss.Messages)
+	if len(ss.Messages()) != 1 || ss.Find(a) >= 0 {
+		t.Errorf("source after Move: %+v", ss.Messages())
 	}
 	if got := readMsg(t, dst, mres.Dest[0]); got != crlf(msg("a")) {
 		t.Errorf("moved content %q", got)
@@ -469,7 +469,7 @@ func testCopyAndMove(t *testing.T, newStore Factory) {
 	if _, err := src.Move(ctx, []backend.UID{b}, "Nowhere"); !errors.Is(err, backend.ErrNoSuchMailbox) {
 		t.Errorf("Move to missing = %v, want ErrNoSuchMailbox", err)
 	}
-	if n := len(mustSync(t, src).Messages); n != 1 {
+	if n := len(mustSync(t, src).Messages()); n != 1 {
 		t.Errorf("failed Move removed the source message")
 	}
 	// Copy into the same mailbox makes a second message.
@@ -539,8 +539,8 @@ func testCreateDeleteRename(t *testing.T, newStore Factory) {
 		t.Errorf("after rename, old child still listed: %v", names(infos))
 	}
 	moved := openBox(t, u, "Work/Old/2024/Q1")
-	if s := mustSync(t, moved); len(s.Messages) != 1 {
-		t.Errorf("renamed mailbox has %d messages, want 1", len(s.Messages))
+	if s := mustSync(t, moved); len(s.Messages()) != 1 {
+		t.Errorf("renamed mailbox has %d messages, want 1", len(s.Messages()))
 	}
 	must(u.DeleteMailbox(ctx, "Work/Old/2024/Q1"))
 	if _, err := u.OpenMailbox(ctx, "Work/Old/2024/Q1"); !errors.Is(err, backend.ErrNoSuchMailbox) {
@@ -575,18 +575,18 @@ func testRenameInbox(t *testing.T, newStore Factory) {
 	if err := u.RenameMailbox(ctx, "INBOX", "Old Mail"); err != nil {
 		t.Fatal(err)
 	}
-	if s := mustSync(t, in); len(s.Messages) != 0 {
-		t.Errorf("INBOX has %d messages after rename, want 0", len(s.Messages))
+	if s := mustSync(t, in); len(s.Messages()) != 0 {
+		t.Errorf("INBOX has %d messages after rename, want 0", len(s.Messages()))
 	}
 	old := openBox(t, u, "Old Mail")
 	s := mustSync(t, old)
-	if len(s.Messages) != 2 {
-		t.Fatalf("renamed-to mailbox has %d messages, want 2", len(s.Messages))
+	if len(s.Messages()) != 2 {
+		t.Fatalf("renamed-to mailbox has %d messages, want 2", len(s.Messages()))
 	}
-	if s.Messages[0].Flags != backend.FlagSeen {
-		t.Errorf("flags lost in INBOX rename: %v", s.Messages[0].Flags.Names())
+	if s.Messages()[0].Flags != backend.FlagSeen {
+		t.Errorf("flags lost in INBOX rename: %v", s.Messages()[0].Flags.Names())
 	}
-	if got := readMsg(t, old, s.Messages[0].UID); got != crlf(msg("a")) {
+	if got := readMsg(t, old, s.Messages()[0].UID); got != crlf(msg("a")) {
 		t.Errorf("content after INBOX rename: %q", got)
 	}
 	// INBOX keeps working and its UIDs keep ascending.
@@ -656,7 +656,7 @@ func testQuota(t *testing.T, newStore Factory) {
 	if !errors.Is(err, backend.ErrOverQuota) {
 		t.Fatalf("third Append = %v, want ErrOverQuota", err)
 	}
-	if n := len(mustSync(t, mb).Messages); n != 2 {
+	if n := len(mustSync(t, mb).Messages()); n != 2 {
 		t.Errorf("refused Append left %d messages, want 2", n)
 	}
 	if q2, _ := u.Quota(ctx); q2.UsedMessages != 2 {
@@ -664,7 +664,7 @@ func testQuota(t *testing.T, newStore Factory) {
 	}
 	appendMsg(t, mb, body, backend.AppendOptions{IgnoreQuota: true})
 	s := mustSync(t, mb)
-	if _, err := mb.Expunge(ctx, []backend.UID{s.Messages[0].UID, s.Messages[1].UID}); err != nil {
+	if _, err := mb.Expunge(ctx, []backend.UID{s.Messages()[0].UID, s.Messages()[1].UID}); err != nil {
 		t.Fatal(err)
 	}
 	q, _ = u.Quota(ctx)
@@ -739,7 +739,7 @@ func testChanged(t *testing.T, newStore Factory) {
 	}
 	waitClosed(t, snap.Changed, "SetFlags through another handle")
 	snap = mustSync(t, mb)
-	if snap.Messages[snap.Find(r.UID)].Flags != backend.FlagSeen {
+	if snap.Messages()[snap.Find(r.UID)].Flags != backend.FlagSeen {
 		t.Errorf("flag change not visible")
 	}
 	// Another session of the same user (a second Open).
@@ -823,10 +823,10 @@ func testConcurrentAppend(t *testing.T, newStore Factory) {
 	}
 	mb := openBox(t, u, "INBOX")
 	s := mustSync(t, mb)
-	if len(s.Messages) != workers*each {
-		t.Fatalf("%d messages after %d appends", len(s.Messages), workers*each)
+	if len(s.Messages()) != workers*each {
+		t.Fatalf("%d messages after %d appends", len(s.Messages()), workers*each)
 	}
-	for _, m := range s.Messages {
+	for _, m := range s.Messages() {
 		body, ok := seen[m.UID]
 		if !ok {
 			t.Errorf("UID %d not returned by any Append", m.UID)

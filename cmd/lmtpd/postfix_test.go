@@ -186,8 +186,8 @@ func (r *roost) mailbox(user string) []readMsg {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	out := make([]readMsg, 0, len(snap.Messages))
-	for _, m := range snap.Messages {
+	out := make([]readMsg, 0, len(snap.Messages()))
+	for _, m := range snap.Messages() {
 		rc, err := mb.OpenMessage(ctx, m.UID)
 		if err != nil {
 			r.t.Fatal(err)
