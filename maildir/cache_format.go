@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,25 +15,35 @@ import (
 	"github.com/roost-mail/roost/backend"
 )
 
-// roost-cache format 2 (see cache.go for what it is for). Integers are Go
-// varints (u: unsigned, s: zigzag), b is a u length then the bytes:
+// roost-cache format 3 (see cache.go for what it is for): a head and the
+// records, each with its checksum. Integers are Go varints (u: unsigned,
+// s: zigzag), b is a u length then the bytes:
 //
-//	"roost-cache 2\n", u n messages
+//	head:
+//	"roost-cache 3\n", 4 bytes head length (all of the head), little-endian
+//	u n messages
 //	4 × identity: byte present, u inode, s size, s mtime ns   (new/ cur/ uidlist keywords)
 //	u UIDVALIDITY, u next UID, u uidlist records, byte uidlist appendable,
 //	byte uidlist settled (quiet for a second), s uidlist length read, b its final bytes
 //	u n, n × b uidlist header field (other than V and N)
 //	26 × b keyword of letter a..z ("" if none)
 //	u n, n × b info part (":2,S", ...)
+//	u unseen, u deleted, u 1 + index of the first unseen message (0: none)
+//	n × 4 bytes UID, little-endian, ascending
+//	CRC-32C of the head so far, 4 bytes little-endian
+//	records:
 //	b the messages' keys (base file names) one after another
-//	n × message (ascending UID):
+//	n × message:
 //	  byte bits (1 in new/, 2 no date, 4 UIDL, 8 uidlist fields, 16 POP3 order)
-//	  u UID - previous UID, u size + 1, [s date - previous date, Unix seconds]
+//	  u size + 1, [s date - previous date, Unix seconds]
 //	  u info index, u key length, [b UIDL], [b other uidlist fields], [u POP3 order]
-//	CRC-32C of all the above, 4 bytes little-endian
+//	CRC-32C of the records, 4 bytes little-endian
 //
-// The keys are one run so that they are checked at memory speed and
-// become substrings of one string: no allocation per message.
+// The head is what IMAP SELECT needs: a new process reads and answers
+// from it (about 4 bytes a message) and reads and decodes the records
+// meanwhile (cache.go). The keys are one run so that they are checked at
+// memory speed and become substrings of one string: no allocation per
+// message.
 
 // encode serialises cs. keywords gives the keyword list of letter bits, to
 // check that every message's flags are those of its file name.
@@ -42,6 +53,7 @@ func (cs *cacheState) encode(keywords func(uint32) []string) ([]byte, error) {
 	}
 	b := make([]byte, 0, 256+len(cs.msgs)*16+len(cs.msgs)*len(firstKey(cs.msgs)))
 	b = append(b, cacheMagic...)
+	b = append(b, 0, 0, 0, 0) // the head's length, below
 	b = binary.AppendUvarint(b, uint64(len(cs.msgs)))
 	for _, id := range []fileID{cs.ids.newID, cs.ids.curID, cs.ids.ulID, cs.ids.kwID} {
 		b = appendBool(b, id.ok)
@@ -78,6 +90,16 @@ func (cs *cacheState) encode(keywords func(uint32) []string) ([]byte, error) {
 	for _, in := range table {
 		b = appendBytes(b, in)
 	}
+	sum := backend.Summarize(cs.msgs)
+	b = binary.AppendUvarint(b, uint64(sum.Unseen))
+	b = binary.AppendUvarint(b, uint64(sum.Deleted))
+	b = binary.AppendUvarint(b, uint64(sum.FirstUnseen+1))
+	for _, m := range cs.msgs {
+		b = binary.LittleEndian.AppendUint32(b, uint32(m.UID))
+	}
+	binary.LittleEndian.PutUint32(b[len(cacheMagic):], uint32(len(b)+4))
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	recs := len(b)
 	keys := 0
 	for _, m := range cs.msgs {
 		keys += len(m.Key)
@@ -114,7 +136,6 @@ func (cs *cacheState) encode(keywords func(uint32) []string) ([]byte, error) {
 			bits |= 16
 		}
 		b = append(b, bits)
-		b = binary.AppendUvarint(b, uint64(m.UID-prevUID))
 		b = binary.AppendUvarint(b, uint64(m.Size+1))
 		if !m.InternalDate.IsZero() {
 			// Seconds, as the uidlist's T field gives them to a full open.
@@ -135,7 +156,7 @@ func (cs *cacheState) encode(keywords func(uint32) []string) ([]byte, error) {
 		}
 		prevUID = m.UID
 	}
-	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli)), nil
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b[recs:], castagnoli)), nil
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -170,19 +191,6 @@ func sameStrings(a, b []string) bool {
 	return true
 }
 
-// cacheSlices allocates the message slices for the count in head, the
-// first bytes of a file of size bytes, if it is plausible.
-func cacheSlices(head []byte, size int64) ([]backend.Message, []loc) {
-	if len(head) < len(cacheMagic) || string(head[:len(cacheMagic)]) != cacheMagic {
-		return nil, nil
-	}
-	n, w := binary.Uvarint(head[len(cacheMagic):])
-	if w <= 0 || n > uint64(size)/6 {
-		return nil, nil
-	}
-	return make([]backend.Message, n), make([]loc, n)
-}
-
 // cacheReader decodes data; s holds the same bytes, and every string
 // decoded is a substring of it, so that 100,000 keys cost no allocation.
 // After an error every read returns zero values and err says where the
@@ -192,6 +200,12 @@ type cacheReader struct {
 	s    string
 	off  int
 	err  error
+}
+
+// newCacheReader reads data from off; the strings it returns share
+// data's memory, which nothing writes after this.
+func newCacheReader(data []byte, off int) *cacheReader {
+	return &cacheReader{data: data, s: unsafe.String(unsafe.SliceData(data), len(data)), off: off}
 }
 
 func (r *cacheReader) fail(what string) {
@@ -272,26 +286,66 @@ func (r *cacheReader) u32(what string) uint32 {
 	return uint32(n)
 }
 
-// parseCache decodes a roost-cache file, keeping data: the caller must not
-// change it afterwards. The messages go into msgs and locs if they have
-// the file's message count (readCache's zeroed slices), else into new ones. Anything but a complete, intact
-// format 2 file whose contents are consistent is an error: the caller
-// then opens the mailbox the long way.
-func parseCache(data []byte, msgs []backend.Message, locs []loc) (*cacheState, error) {
-	if len(data) < len(cacheMagic)+4 || string(data[:len(cacheMagic)]) != cacheMagic {
-		return nil, errors.New("roost-cache: not format 2")
+// cacheFile is a roost-cache file whose head is read; decode lays out
+// the messages from the records. Anything but a complete, intact format 3
+// file whose contents are consistent is an error: the caller then opens
+// the mailbox the long way.
+type cacheFile struct {
+	cs    *cacheState
+	sum   backend.Summary
+	uids  []byte // n little-endian UIDs, checked
+	infos []string
+	flags []backend.Flags // of each info part
+	kws   [][]string      // of each info part
+}
+
+// cacheHeadLen returns the length of the head that a file starts with,
+// from its first bytes, or 0.
+func cacheHeadLen(start []byte) int {
+	if len(start) < len(cacheMagic)+4 || string(start[:len(cacheMagic)]) != cacheMagic {
+		return 0
 	}
-	body := data[:len(data)-4]
-	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(data[len(body):]) {
+	n := binary.LittleEndian.Uint32(start[len(cacheMagic):])
+	if n < uint32(len(cacheMagic)+8) || n > 1<<30 {
+		return 0
+	}
+	return int(n)
+}
+
+// parseCache decodes a whole roost-cache file, keeping data: the caller
+// must not change it afterwards.
+func parseCache(data []byte) (*cacheState, error) {
+	n := cacheHeadLen(data)
+	if n == 0 || n > len(data) {
+		return nil, errors.New("roost-cache: not format 3")
+	}
+	f, err := parseCacheHead(data[:n])
+	if err != nil {
+		return nil, err
+	}
+	if err := f.decode(data[n:]); err != nil {
+		return nil, err
+	}
+	return f.cs, nil
+}
+
+// parseCacheHead checks the head's checksum and decodes it: what SELECT
+// needs, the UIDs included. The head must be exactly cacheHeadLen bytes.
+func parseCacheHead(head []byte) (*cacheFile, error) {
+	if cacheHeadLen(head) != len(head) {
+		return nil, errors.New("roost-cache: not format 3")
+	}
+	body := head[:len(head)-4]
+	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(head[len(body):]) {
 		return nil, errors.New("roost-cache: checksum mismatch (torn or damaged)")
 	}
-	// The strings share data's memory, which nothing writes after this.
-	r := &cacheReader{data: body, s: unsafe.String(unsafe.SliceData(body), len(body)), off: len(cacheMagic)}
+	r := newCacheReader(body, len(cacheMagic)+4)
 	cs := &cacheState{}
-	// A message takes at least 6 bytes: no allocation beyond the file's
-	// size times a small factor, whatever the file says.
+	f := &cacheFile{cs: cs}
+	// A message takes at least 4 bytes here: no allocation beyond the
+	// file's size times a small factor, whatever the file says.
 	n := r.count("message count")
-	if n > (len(body)-r.off)/6 {
+	if n > (len(body)-r.off)/4 {
 		r.fail("message count")
 	}
 	for _, id := range []*fileID{&cs.ids.newID, &cs.ids.curID, &cs.ids.ulID, &cs.ids.kwID} {
@@ -329,64 +383,107 @@ func parseCache(data []byte, msgs []backend.Message, locs []loc) (*cacheState, e
 		}
 		cs.kw[i] = k
 	}
-	infos := make([]string, r.count("info count"))
-	flags := make([]backend.Flags, len(infos))
-	kws := make([][]string, len(infos))
+	f.infos = make([]string, r.count("info count"))
+	f.flags = make([]backend.Flags, len(f.infos))
+	f.kws = make([][]string, len(f.infos))
 	cs.kwCache = map[uint32][]string{}
-	for i := range infos {
+	var used uint32
+	for i := range f.infos {
 		in := r.str("info")
 		if in != "" && (in[0] != ':' || strings.ContainsAny(in, "/\r\n")) {
 			r.fail("info")
 		}
 		fl, bits := parseInfo(in)
-		infos[i], flags[i] = in, fl
+		f.infos[i], f.flags[i] = in, fl
 		if bits != 0 {
 			if _, ok := cs.kwCache[bits]; !ok {
 				cs.kwCache[bits] = cs.kw.names(bits)
 			}
-			kws[i] = cs.kwCache[bits]
+			f.kws[i] = cs.kwCache[bits]
+			used |= bits
 		}
 	}
 	if n > cs.fileRecs {
 		r.fail("message count")
 	}
+	f.sum = backend.Summary{Messages: n, Unseen: r.count("unseen"), Deleted: r.count("deleted"), FirstUnseen: r.count("first unseen") - 1}
+	if f.sum.Unseen > n || f.sum.Deleted > n || f.sum.FirstUnseen >= n || (f.sum.Unseen == 0) != (f.sum.FirstUnseen < 0) {
+		r.fail("summary")
+	}
+	for _, k := range cs.kw.names(used) {
+		if !slices.ContainsFunc(f.sum.Keywords, func(s string) bool { return strings.EqualFold(s, k) }) {
+			f.sum.Keywords = append(f.sum.Keywords, k)
+		}
+	}
+	if r.err == nil && len(body)-r.off != 4*n {
+		r.fail("UIDs")
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	f.uids = body[r.off:]
+	var prev uint32
+	for i := 0; i < len(f.uids); i += 4 {
+		uid := binary.LittleEndian.Uint32(f.uids[i:])
+		if uid <= prev || uid >= cs.nextUID {
+			r.fail("UIDs")
+			return nil, r.err
+		}
+		prev = uid
+	}
+	if n > 0 {
+		f.sum.FirstUID, f.sum.LastUID = backend.UID(binary.LittleEndian.Uint32(f.uids)), backend.UID(prev)
+	}
+	return f, nil
+}
+
+// decode checks the records' checksum and lays out the messages the head
+// announced, keeping recs, and checks that they are what its summary
+// says.
+func (f *cacheFile) decode(recs []byte) error {
+	if len(recs) < 4 {
+		return errors.New("roost-cache: records missing")
+	}
+	body := recs[:len(recs)-4]
+	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(recs[len(body):]) {
+		return errors.New("roost-cache: records' checksum mismatch (torn or damaged)")
+	}
+	r, cs := newCacheReader(body, 0), f.cs
 	keys := r.str("keys")
 	for _, c := range []byte("/\r\n:") { // a vectorised scan each
 		if strings.IndexByte(keys, c) >= 0 {
 			r.fail("keys") // each key is a valid file name without info part
 		}
 	}
+	n := f.sum.Messages
+	if r.err == nil && n > len(body)-r.off {
+		r.fail("message count")
+	}
 	if r.err != nil {
-		return nil, r.err
+		return r.err
 	}
-	cs.msgs, cs.locs = msgs, locs
-	if len(msgs) != n || len(locs) != n {
-		cs.msgs, cs.locs = make([]backend.Message, n), make([]loc, n)
-	}
+	cs.msgs, cs.locs = make([]backend.Message, n), make([]loc, n)
 	cs.ext = map[backend.UID]string{}
-	var uid uint64
 	var date int64
 	for i := range cs.msgs {
 		bits := r.byte()
-		d := r.uvarint()
-		uid += d
 		size := r.uvarint()
-		if bits >= 32 || d == 0 || uid >= uint64(cs.nextUID) || size > math.MaxInt64 {
+		if bits >= 32 || size > math.MaxInt64 {
 			r.fail("message")
 		}
 		m := &cs.msgs[i]
-		m.UID, m.Size = backend.UID(uid), int64(size)-1
+		m.UID, m.Size = backend.UID(binary.LittleEndian.Uint32(f.uids[4*i:])), int64(size)-1
 		if bits&2 == 0 {
 			date += r.varint()
 			m.InternalDate = time.Unix(date, 0)
 		}
 		in := r.uvarint()
-		if in >= uint64(len(infos)) {
+		if in >= uint64(len(f.infos)) {
 			r.fail("info index")
 			break
 		}
-		m.Flags, m.Keywords = flags[in], kws[in]
-		cs.locs[i] = loc{info: infos[in], inNew: bits&1 != 0, known: true}
+		m.Flags, m.Keywords = f.flags[in], f.kws[in]
+		cs.locs[i] = loc{info: f.infos[in], inNew: bits&1 != 0, known: true}
 		kl := r.uvarint()
 		if kl == 0 || kl > uint64(len(keys)) || keys[0] == '.' {
 			r.fail("key")
@@ -413,13 +510,29 @@ func parseCache(data []byte, msgs []backend.Message, locs []loc) (*cacheState, e
 			break
 		}
 	}
-	if r.err == nil && (r.off != len(body) || keys != "") {
+	if r.err == nil && (r.off != len(r.data) || keys != "") {
 		r.fail("end")
 	}
-	if r.err != nil {
-		return nil, r.err
+	if r.err == nil {
+		if sum := backend.Summarize(cs.msgs); sum.Unseen != f.sum.Unseen || sum.Deleted != f.sum.Deleted || sum.FirstUnseen != f.sum.FirstUnseen {
+			r.fail("summary")
+		}
 	}
-	return cs, nil
+	if r.err != nil {
+		cs.msgs, cs.locs, cs.ext = nil, nil, nil
+	}
+	return r.err
+}
+
+// placeholders are the messages of a pending snapshot whose records did
+// not decode: the right UIDs, nothing else. The mailbox is then opened
+// the long way and the next Sync shows what really is there.
+func (f *cacheFile) placeholders() []backend.Message {
+	msgs := make([]backend.Message, f.sum.Messages)
+	for i := range msgs {
+		msgs[i] = backend.Message{UID: backend.UID(binary.LittleEndian.Uint32(f.uids[4*i:])), Size: -1}
+	}
+	return msgs
 }
 
 // validExt reports whether fields kept verbatim from a uidlist record

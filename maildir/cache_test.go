@@ -119,7 +119,11 @@ func tryCache(t *testing.T, root string) (*mboxState, bool) {
 	st := newState(t, root)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return st, st.loadFromCache()
+	snap, finish := st.loadFromCache()
+	if finish != nil {
+		finish()
+	}
+	return st, snap != nil
 }
 
 // newState is root's INBOX state, not loaded yet, in a new quiet Store.
@@ -322,7 +326,7 @@ func TestCacheDamageIgnored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := parseCache(bytes.Clone(good), nil, nil); err != nil {
+	if _, err := parseCache(bytes.Clone(good)); err != nil {
 		t.Fatalf("good cache rejected: %v", err)
 	}
 	bad := map[string][]byte{
@@ -341,7 +345,7 @@ func TestCacheDamageIgnored(t *testing.T) {
 		bad["flip at "+itoa(off)] = b
 	}
 	for what, b := range bad {
-		if _, err := parseCache(bytes.Clone(b), nil, nil); err == nil {
+		if _, err := parseCache(bytes.Clone(b)); err == nil {
 			t.Errorf("%s: damaged cache accepted", what)
 		}
 	}
@@ -497,7 +501,7 @@ func TestCacheAfterFirstOpen(t *testing.T) {
 		if err != nil {
 			t.Fatalf("no cache after the first open: %v", err)
 		}
-		cs, err := parseCache(b, nil, nil)
+		cs, err := parseCache(b)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -65,6 +65,7 @@ type mboxState struct {
 	snap      *backend.Snapshot
 	own       owner
 	mustWrite bool   // the uidlist on disk is missing or was rebuilt
+	cacheBad  bool   // roost-cache passed its checksum but not its decoding
 	fileRecs  int    // records in the uidlist file: st.msgs[:fileRecs] if nothing was dropped since
 	fileClean bool   // the uidlist file is v3, newline-terminated, without bad lines: appendable
 	cacheHdr  string // identities recorded in roost-cache
@@ -79,6 +80,10 @@ type mboxState struct {
 	curSettled bool
 
 	listings int // full listings of new/ and cur/, for tests
+	pending  int // opens from roost-cache that answered before decoding, for tests
+	// pendingSnap is the snapshot of an open from roost-cache while its
+	// list is being decoded (st.mu is held meanwhile), else nil.
+	pendingSnap atomic.Pointer[backend.Snapshot]
 
 	// Sizes of messages other programs wrote, measured in the background
 	// or on demand (measure.go).
@@ -212,7 +217,24 @@ func (st *mboxState) find(uid backend.UID) int {
 
 // sync returns a current snapshot, rescanning only when something changed.
 func (st *mboxState) sync(ctx context.Context, force bool) (*backend.Snapshot, error) {
+	if p := st.pendingSnap.Load(); p != nil && !force {
+		select {
+		case <-p.Changed:
+		default:
+			return p, nil // without waiting for the decoder, which holds st.mu
+		}
+	}
 	st.mu.Lock()
+	if !force && st.snap == nil && !st.loaded && !st.cacheBad {
+		if snap, finish := st.loadFromCache(); finish != nil {
+			st.finishLoad(finish)
+			return snap, nil
+		} else if snap != nil {
+			st.startMeasuring()
+			st.mu.Unlock()
+			return snap, nil
+		}
+	}
 	defer st.mu.Unlock()
 	snap, err := st.syncLocked(ctx, force)
 	if err == nil {
@@ -221,15 +243,30 @@ func (st *mboxState) sync(ctx context.Context, force bool) (*backend.Snapshot, e
 	return snap, err
 }
 
+// finishLoad runs finish on another goroutine, which takes over st.mu
+// (held by the caller) and a reference to st, and releases both when the
+// state is complete. Every other use of the state waits for it meanwhile.
+func (st *mboxState) finishLoad(finish func()) {
+	st.s.mu.Lock()
+	st.refs++
+	st.s.mu.Unlock()
+	run := func(context.Context) {
+		defer st.s.releaseState(st)
+		defer st.mu.Unlock()
+		finish()
+		st.startMeasuring()
+	}
+	if !st.s.bg.start(run) {
+		run(context.Background()) // the Store is closing
+	}
+}
+
 func (st *mboxState) syncLocked(ctx context.Context, force bool) (*backend.Snapshot, error) {
 	if _, err := os.Stat(st.dir); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("%w: %s was deleted", backend.ErrNoSuchMailbox, st.dir)
 		}
 		return nil, err
-	}
-	if !force && st.snap == nil && !st.loaded && st.loadFromCache() {
-		return st.snap, nil
 	}
 	if !force && st.snap != nil && !st.isDirty() &&
 		statID(filepath.Join(st.dir, "new")) == st.newID &&

@@ -16,6 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -92,7 +94,19 @@ func mustSync(t *testing.T, mb backend.Mailbox) *backend.Snapshot {
 	if err != nil {
 		t.Fatalf("Sync(%s): %v", mb.Name(), err)
 	}
+	checkSummary(t, s)
 	return s
+}
+
+// checkSummary fails unless what a snapshot tells without its list (IMAP
+// SELECT answers from it) agrees with the list.
+func checkSummary(t *testing.T, s *backend.Snapshot) {
+	t.Helper()
+	got, want := s.Summary(), backend.Summarize(s.Messages())
+	got.Keywords, want.Keywords = slices.Sorted(slices.Values(got.Keywords)), slices.Sorted(slices.Values(want.Keywords))
+	if s.Len() != len(s.Messages()) || !reflect.DeepEqual(got, want) {
+		t.Fatalf("snapshot summary %+v (Len %d), its messages give %+v (%d)", got, s.Len(), want, len(s.Messages()))
+	}
 }
 
 // msg returns a small LF-terminated message, as Postfix would store it.
