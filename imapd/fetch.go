@@ -36,9 +36,10 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, opts *ima
 	var seenNow map[backend.UID]backend.Message
 	if !sel.readOnly && setsSeen(opts) {
 		var uids []backend.UID
+		view, curMsgs := sel.view.Messages(), cur.Messages()
 		for _, k := range idx {
-			uid := sel.view.Messages()[k].UID
-			if ci := cur.Find(uid); ci >= 0 && cur.Messages()[ci].Flags&backend.FlagSeen == 0 {
+			uid := view[k].UID
+			if ci := cur.Find(uid); ci >= 0 && curMsgs[ci].Flags&backend.FlagSeen == 0 {
 				uids = append(uids, uid)
 			}
 		}
@@ -55,21 +56,29 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, opts *ima
 		}
 	}
 
+	// Responses of in-memory items only are written by wireWriter, the
+	// rest by go-imap.
+	var ww *wireWriter
+	if wireFetch(opts) {
+		ww = newWireWriter(s.cc, s.conn.EnabledCaps())
+		defer ww.flush() //nolint:errcheck // as flush above; runs first
+	}
 	var scratch fetchScratch
 	gone := false
+	view, curMsgs := sel.view.Messages(), cur.Messages()
 	for _, k := range idx {
-		vm := &sel.view.Messages()[k]
+		vm := &view[k]
 		m, exists := vm, sel.view == cur
 		if !exists {
 			if ci := cur.Find(vm.UID); ci >= 0 {
-				m, exists = &cur.Messages()[ci], true
+				m, exists = &curMsgs[ci], true
 			}
 		}
 		nm, seen := seenNow[vm.UID]
 		if seen {
 			m = &nm
 		}
-		err := s.fetchOne(w, &scratch, uint32(k+1), vm, m, opts, seen, exists)
+		err := s.fetchOne(w, ww, &scratch, uint32(k+1), vm, m, opts, seen, exists)
 		if errors.Is(err, backend.ErrNoSuchMessage) || errors.Is(err, errNeedsContent) {
 			gone = true
 			continue
@@ -77,6 +86,9 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, opts *ima
 		if err != nil {
 			return err
 		}
+	}
+	if err := ww.flush(); err != nil {
+		return err
 	}
 	if gone {
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: "EXPUNGEISSUED",
@@ -103,13 +115,14 @@ func setsSeen(opts *imap.FetchOptions) bool {
 	return false
 }
 
-// fetchOne writes one FETCH response. vm is the message as the view has
+// fetchOne writes one FETCH response, through ww if it is not nil
+// (wireFetch), else through go-imap. vm is the message as the view has
 // it, m as it is now. Every file a section streams from is opened before
 // the response begins, so a message whose file is gone is left out (the
 // caller answers NO [EXPUNGEISSUED], RFC 2180 4.1) instead of being sent
 // with empty or made-up content; an open file stays readable even if
 // another process removes it meanwhile.
-func (s *session) fetchOne(w *imapserver.FetchWriter, scratch *fetchScratch, seq uint32, vm, m *backend.Message, opts *imap.FetchOptions, flagsChanged, exists bool) error {
+func (s *session) fetchOne(w *imapserver.FetchWriter, ww *wireWriter, scratch *fetchScratch, seq uint32, vm, m *backend.Message, opts *imap.FetchOptions, flagsChanged, exists bool) error {
 	needInfo, needTree := fetchNeeds(opts)
 	if (needInfo || len(opts.BodySection) > 0 || len(opts.BinarySection) > 0) && !exists {
 		return errNeedsContent
@@ -172,12 +185,26 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, scratch *fetchScratch, seq
 		}
 	}
 
+	wantFlags := opts.Flags || flagsChanged
+	var flags []imap.Flag
+	if wantFlags {
+		flags = s.flagsOf(m)
+	}
+	if ww != nil {
+		if len(m.Keywords) == 0 || flagsValid(flags) {
+			return s.wireOne(ww, seq, vm, m, opts, wantFlags, flags, size, info)
+		}
+		// go-imap refuses the flag: let it fail as it does.
+		if err := ww.flush(); err != nil {
+			return err
+		}
+	}
 	rw := w.CreateMessage(seq)
 	if opts.UID {
 		rw.WriteUID(imap.UID(m.UID))
 	}
-	if opts.Flags || flagsChanged {
-		rw.WriteFlags(s.flagsOf(m))
+	if wantFlags {
+		rw.WriteFlags(flags)
 		if s.flagsDiffer(vm, m) {
 			s.tell(m)
 		}
@@ -208,6 +235,41 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, scratch *fetchScratch, seq
 		rw.WriteBinarySectionSize(sec, uint32(binSizes[i]))
 	}
 	return errors.Join(werr, rw.Close())
+}
+
+// wireOne is fetchOne's writing of a wireFetch response, item for item
+// as go-imap's.
+func (s *session) wireOne(ww *wireWriter, seq uint32, vm, m *backend.Message, opts *imap.FetchOptions, wantFlags bool, flags []imap.Flag, size int64, info *msgInfo) error {
+	ww.message(seq)
+	first := true
+	if opts.UID {
+		ww.item(first, "UID")
+		ww.buf = strconv.AppendUint(ww.buf, uint64(m.UID), 10)
+		first = false
+	}
+	if wantFlags {
+		ww.item(first, "FLAGS")
+		ww.flags(flags)
+		first = false
+		if s.flagsDiffer(vm, m) {
+			s.tell(m)
+		}
+	}
+	if opts.InternalDate {
+		ww.item(first, "INTERNALDATE")
+		ww.date(m.InternalDate, internalDateLayout)
+		first = false
+	}
+	if opts.RFC822Size {
+		ww.item(first, "RFC822.SIZE")
+		ww.buf = strconv.AppendInt(ww.buf, size, 10)
+		first = false
+	}
+	if opts.Envelope {
+		ww.item(first, "ENVELOPE")
+		ww.envelope(info.env)
+	}
+	return ww.end()
 }
 
 // fetchScratch holds buffers one FETCH reuses from message to message.

@@ -1,0 +1,307 @@
+package imapd
+
+import (
+	"mime"
+	"strconv"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+)
+
+// This file writes the FETCH responses that carry only data Roost keeps in
+// memory — UID, FLAGS, INTERNALDATE, RFC822.SIZE, ENVELOPE — straight
+// into the connection, octet for octet as go-imap's FetchResponseWriter
+// would (fetchwire_test.go and FuzzWireEnvelope compare the two). Going
+// through go-imap costs, for every message, two write deadlines, two
+// locks, an encoder and a buffer flush: most of the time a client's
+// "UID FETCH 1:* (FLAGS)" of a 100,000-message mailbox takes. Here the
+// responses are gathered into one buffer and written 64 KiB at a time.
+
+// wireTimeout bounds each write of gathered responses, as go-imap bounds
+// each response it writes.
+const wireTimeout = 30 * time.Second
+
+// wireFetch says whether a FETCH asks for nothing but items wireWriter
+// writes.
+func wireFetch(opts *imap.FetchOptions) bool {
+	return opts.BodyStructure == nil && len(opts.BodySection) == 0 &&
+		len(opts.BinarySection) == 0 && len(opts.BinarySectionSize) == 0
+}
+
+// wireWriter gathers FETCH responses for the connection cc.
+type wireWriter struct {
+	cc *countConn
+	// utf8 allows UTF-8 in quoted strings (IMAP4rev2 or UTF8=ACCEPT
+	// enabled), as go-imap's encoder does.
+	utf8 bool
+	buf  []byte
+	err  error // of the first failed write; later writes are dropped
+}
+
+func newWireWriter(cc *countConn, caps imap.CapSet) *wireWriter {
+	return &wireWriter{cc: cc, utf8: caps.Has(imap.CapIMAP4rev2) || caps.Has(imap.CapUTF8Accept)}
+}
+
+// flush writes what was gathered (nothing for a nil w). It must run before anything else
+// writes to the connection (go-imap's responses), so that the responses
+// keep their order.
+func (w *wireWriter) flush() error {
+	if w == nil {
+		return nil
+	}
+	if len(w.buf) == 0 || w.err != nil {
+		w.buf = w.buf[:0]
+		return w.err
+	}
+	if err := w.cc.SetWriteDeadline(time.Now().Add(wireTimeout)); err != nil {
+		w.err = err
+		return err
+	}
+	_, err := w.cc.Write(w.buf)
+	if derr := w.cc.SetWriteDeadline(time.Time{}); err == nil {
+		err = derr
+	}
+	w.buf = w.buf[:0]
+	w.err = err
+	return err
+}
+
+// message starts the response for sequence number seq; end finishes it.
+// Items are appended to w.buf between them with item.
+func (w *wireWriter) message(seq uint32) {
+	if w.buf == nil {
+		w.buf = make([]byte, 0, 2*batchSize)
+	}
+	w.buf = append(w.buf, "* "...)
+	w.buf = strconv.AppendUint(w.buf, uint64(seq), 10)
+	w.buf = append(w.buf, " FETCH ("...)
+}
+
+// item starts a data item named name: a space before every item but the
+// first of the response.
+func (w *wireWriter) item(first bool, name string) {
+	if !first {
+		w.buf = append(w.buf, ' ')
+	}
+	w.buf = append(w.buf, name...)
+	w.buf = append(w.buf, ' ')
+}
+
+// end finishes a response, and writes the gathered ones once they fill a
+// batch.
+func (w *wireWriter) end() error {
+	w.buf = append(w.buf, ")\r\n"...)
+	if len(w.buf) >= batchSize {
+		return w.flush()
+	}
+	return w.err
+}
+
+// flagsValid says whether go-imap's encoder accepts every flag of l
+// (flag-keyword or flag-extension, RFC 3501 9); a message with one it
+// refuses goes through go-imap, to fail as it fails there.
+func flagsValid(l []imap.Flag) bool {
+	for _, f := range l {
+		if f == `\*` {
+			continue
+		}
+		if len(f) == 0 {
+			return false
+		}
+		for i := 0; i < len(f); i++ {
+			c := f[i]
+			if c == '\\' && i == 0 {
+				continue
+			}
+			if !isAtomChar(c) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// isAtomChar is imapwire.IsAtomChar: not a list, quote or literal
+// special, and not a control character (C0, DEL or C1, taking the octet
+// as a code point).
+func isAtomChar(c byte) bool {
+	switch c {
+	case '(', ')', '{', ' ', '%', '*', '"', '\\', ']':
+		return false
+	}
+	return c >= 0x20 && (c < 0x7f || c > 0x9f)
+}
+
+func (w *wireWriter) flags(l []imap.Flag) {
+	w.buf = append(w.buf, '(')
+	for i, f := range l {
+		if i > 0 {
+			w.buf = append(w.buf, ' ')
+		}
+		w.buf = append(w.buf, f...)
+	}
+	w.buf = append(w.buf, ')')
+}
+
+// internalDateLayout is go-imap's date-time layout (RFC 3501 date-time).
+const internalDateLayout = "_2-Jan-2006 15:04:05 -0700"
+
+// envelopeDateLayout is the layout go-imap writes an ENVELOPE's date in.
+const envelopeDateLayout = "Mon, 02 Jan 2006 15:04:05 -0700"
+
+// date appends t in layout as a quoted string: the layouts give ASCII
+// letters, digits, blanks and signs only, which go-imap quotes as they
+// are.
+func (w *wireWriter) date(t time.Time, layout string) {
+	w.buf = append(w.buf, '"')
+	w.buf = t.AppendFormat(w.buf, layout)
+	w.buf = append(w.buf, '"')
+}
+
+// str appends s as go-imap's Encoder.String does: quoted if it can be,
+// else as a literal.
+func (w *wireWriter) str(s string) {
+	if !w.quotable(s) {
+		w.buf = append(w.buf, '{')
+		w.buf = strconv.AppendInt(w.buf, int64(len(s)), 10)
+		w.buf = append(w.buf, "}\r\n"...)
+		w.buf = append(w.buf, s...)
+		return
+	}
+	w.buf = append(w.buf, '"')
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '"' || c == '\\' {
+			w.buf = append(w.buf, '\\')
+		}
+		w.buf = append(w.buf, s[i])
+	}
+	w.buf = append(w.buf, '"')
+}
+
+// quotable is imapwire's validQuoted.
+func (w *wireWriter) quotable(s string) bool {
+	if len(s) > 4096 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == 0 || c == '\r' || c == '\n':
+			return false
+		case c >= 0x80 && !w.utf8:
+			return false
+		}
+	}
+	return true
+}
+
+// nstring appends s, or NIL if it is empty.
+func (w *wireWriter) nstring(s string) {
+	if s == "" {
+		w.buf = append(w.buf, "NIL"...)
+		return
+	}
+	w.str(s)
+}
+
+// envelope appends env as go-imap's writeEnvelope does (RFC 3501 7.4.2).
+func (w *wireWriter) envelope(env *imap.Envelope) {
+	if env == nil {
+		env = new(imap.Envelope)
+	}
+	sender, replyTo := env.Sender, env.ReplyTo
+	if sender == nil {
+		sender = env.From
+	}
+	if replyTo == nil {
+		replyTo = env.From
+	}
+	w.buf = append(w.buf, '(')
+	if env.Date.IsZero() {
+		w.buf = append(w.buf, "NIL"...)
+	} else {
+		w.date(env.Date, envelopeDateLayout)
+	}
+	w.buf = append(w.buf, ' ')
+	w.nstring(mime.QEncoding.Encode("utf-8", env.Subject))
+	for _, l := range [...][]imap.Address{env.From, sender, replyTo, env.To, env.Cc, env.Bcc} {
+		w.buf = append(w.buf, ' ')
+		w.addresses(l)
+	}
+	w.buf = append(w.buf, ' ')
+	if len(env.InReplyTo) > 0 {
+		w.msgIDs(env.InReplyTo)
+	} else {
+		w.buf = append(w.buf, "NIL"...)
+	}
+	w.buf = append(w.buf, ' ')
+	if env.MessageID != "" {
+		w.msgIDs([]string{env.MessageID})
+	} else {
+		w.buf = append(w.buf, "NIL"...)
+	}
+	w.buf = append(w.buf, ')')
+}
+
+func (w *wireWriter) addresses(l []imap.Address) {
+	if len(l) == 0 {
+		w.buf = append(w.buf, "NIL"...)
+		return
+	}
+	w.buf = append(w.buf, '(')
+	for i := range l {
+		a := &l[i]
+		if i > 0 {
+			w.buf = append(w.buf, ' ')
+		}
+		w.buf = append(w.buf, '(')
+		w.nstring(mime.QEncoding.Encode("utf-8", a.Name))
+		w.buf = append(w.buf, " NIL "...)
+		w.nstring(a.Mailbox)
+		w.buf = append(w.buf, ' ')
+		w.nstring(a.Host)
+		w.buf = append(w.buf, ')')
+	}
+	w.buf = append(w.buf, ')')
+}
+
+// msgIDs appends "<id1> <id2> …" as one string, as go-imap writes
+// In-Reply-To and Message-ID.
+func (w *wireWriter) msgIDs(ids []string) {
+	n := 2*len(ids) + len(ids) - 1
+	for _, id := range ids {
+		n += len(id)
+	}
+	quoted := n <= 4096
+	for _, id := range ids {
+		quoted = quoted && w.quotable(id)
+	}
+	if !quoted {
+		w.buf = append(w.buf, '{')
+		w.buf = strconv.AppendInt(w.buf, int64(n), 10)
+		w.buf = append(w.buf, "}\r\n"...)
+		for i, id := range ids {
+			if i > 0 {
+				w.buf = append(w.buf, ' ')
+			}
+			w.buf = append(w.buf, '<')
+			w.buf = append(w.buf, id...)
+			w.buf = append(w.buf, '>')
+		}
+		return
+	}
+	w.buf = append(w.buf, '"')
+	for i, id := range ids {
+		if i > 0 {
+			w.buf = append(w.buf, ' ')
+		}
+		w.buf = append(w.buf, '<')
+		for j := 0; j < len(id); j++ {
+			if c := id[j]; c == '"' || c == '\\' {
+				w.buf = append(w.buf, '\\')
+			}
+			w.buf = append(w.buf, id[j])
+		}
+		w.buf = append(w.buf, '>')
+	}
+	w.buf = append(w.buf, '"')
+}
