@@ -241,6 +241,7 @@ func (cf *cacheOnDisk) readHead() error {
 // closes the file.
 func (cf *cacheOnDisk) decode(f *cacheFile) error {
 	defer cf.file.Close()
+	f.alloc()
 	recs := make([]byte, cf.size-int64(len(cf.head)))
 	if _, err := cf.file.ReadAt(recs, int64(len(cf.head))); err != nil {
 		return fmt.Errorf("roost-cache: read records: %w", err)
