@@ -12,18 +12,19 @@ import (
 	"github.com/roost-mail/roost/backend"
 )
 
-// roost-cache lets a new process open a big mailbox with one file read,
-// as Dovecot's index does: no directory listing and no parsing of
-// dovecot-uidlist. It holds what a full open would have learnt from the
+// roost-cache lets a new process open a big mailbox from one file, as
+// Dovecot's index does: no directory listing and no parsing of
+// dovecot-uidlist, and an answer from the file's head before its records
+// are decoded (loadFromCache). It holds what a full open would have learnt from the
 // uidlist, dovecot-keywords and a listing of new/ and cur/, recorded at a
 // moment when those four had given identities (inode, size, mtime). It is
 // trusted only while all four still have them, and is written only from
 // state whose directories had been quiet for a second (so that a change
 // within one timestamp tick cannot hide); a uidlist that had not is read
 // again by the next open instead of being trusted. Dovecot and other
-// tools ignore the file; deleting it is always safe. It is read whole
-// (never mapped: Maildirs may be on NFS) and a file that fails its
-// checksum or any check is ignored. Its format: cache_format.go.
+// tools ignore the file; deleting it is always safe. It is read, never
+// mapped (Maildirs may be on NFS), and a file that fails a checksum or
+// any check is ignored. Its format: cache_format.go.
 
 const (
 	cacheName  = "roost-cache"
