@@ -16,7 +16,12 @@ type msgInfo struct {
 	hdrLen int64              // octets of the top-level header, blank line included
 	tree   *part              // nil until parsed
 	bs     imap.BodyStructure // with tree
-	cost   int64
+	// wire is env as a FETCH response writes it without UTF8=ACCEPT,
+	// once a FETCH ENVELOPE needed it (wireEnvelope); wireUTF8 says it is
+	// the same with UTF8=ACCEPT.
+	wire     []byte
+	wireUTF8 bool
+	cost     int64
 }
 
 // msgCache is a least-recently-used cache of msgInfo bounded by an
@@ -96,6 +101,7 @@ func estimateCost(key cacheKey, info *msgInfo) int64 {
 			n += 16 + int64(len(id))
 		}
 	}
+	n += int64(len(info.wire))
 	if info.tree != nil {
 		n += 400 * countParts(info.tree)
 	}

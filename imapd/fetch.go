@@ -66,7 +66,19 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, opts *ima
 	var scratch fetchScratch
 	gone := false
 	view, curMsgs := sel.view.Messages(), cur.Messages()
-	for _, k := range idx {
+	var pre *infoPrefetch
+	if needInfo, needTree := fetchNeeds(opts); needInfo {
+		// A message has the same key in the view and now, so the
+		// view's names it for loadInfo.
+		msgs := make([]*backend.Message, len(idx))
+		for i, k := range idx {
+			msgs[i] = &view[k]
+		}
+		if pre = s.startPrefetch(msgs, needTree, ww != nil && opts.Envelope); pre != nil {
+			defer pre.close()
+		}
+	}
+	for i, k := range idx {
 		vm := &view[k]
 		m, exists := vm, sel.view == cur
 		if !exists {
@@ -78,7 +90,10 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, opts *ima
 		if seen {
 			m = &nm
 		}
-		err := s.fetchOne(w, ww, &scratch, uint32(k+1), vm, m, opts, seen, exists)
+		err := s.fetchOne(w, ww, &scratch, pre, i, uint32(k+1), vm, m, opts, seen, exists)
+		if pre != nil {
+			pre.done(i)
+		}
 		if errors.Is(err, backend.ErrNoSuchMessage) || errors.Is(err, errNeedsContent) {
 			gone = true
 			continue
@@ -116,13 +131,14 @@ func setsSeen(opts *imap.FetchOptions) bool {
 }
 
 // fetchOne writes one FETCH response, through ww if it is not nil
-// (wireFetch), else through go-imap. vm is the message as the view has
+// (wireFetch), else through go-imap. pre, if not nil, has the message's
+// msgInfo as loadInfo gives it, as message i of the prefetch. vm is the message as the view has
 // it, m as it is now. Every file a section streams from is opened before
 // the response begins, so a message whose file is gone is left out (the
 // caller answers NO [EXPUNGEISSUED], RFC 2180 4.1) instead of being sent
 // with empty or made-up content; an open file stays readable even if
 // another process removes it meanwhile.
-func (s *session) fetchOne(w *imapserver.FetchWriter, ww *wireWriter, scratch *fetchScratch, seq uint32, vm, m *backend.Message, opts *imap.FetchOptions, flagsChanged, exists bool) error {
+func (s *session) fetchOne(w *imapserver.FetchWriter, ww *wireWriter, scratch *fetchScratch, pre *infoPrefetch, i int, seq uint32, vm, m *backend.Message, opts *imap.FetchOptions, flagsChanged, exists bool) error {
 	needInfo, needTree := fetchNeeds(opts)
 	if (needInfo || len(opts.BodySection) > 0 || len(opts.BinarySection) > 0) && !exists {
 		return errNeedsContent
@@ -144,7 +160,13 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, ww *wireWriter, scratch *f
 	var info *msgInfo
 	if needInfo {
 		var err error
-		if info, err = s.loadInfo(m, needTree, scratch); err != nil {
+		if pre != nil {
+			slot := pre.get(i)
+			info, err = slot.info, slot.err
+		} else {
+			info, err = s.loadInfo(m, needTree, ww != nil && opts.Envelope, scratch)
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -267,7 +289,11 @@ func (s *session) wireOne(ww *wireWriter, seq uint32, vm, m *backend.Message, op
 	}
 	if opts.Envelope {
 		ww.item(first, "ENVELOPE")
-		ww.envelope(info.env)
+		if info.wire != nil && (!ww.utf8 || info.wireUTF8) {
+			ww.buf = append(ww.buf, info.wire...)
+		} else {
+			ww.envelope(info.env)
+		}
 	}
 	return ww.end()
 }
@@ -276,6 +302,7 @@ func (s *session) wireOne(ww *wireWriter, seq uint32, vm, m *backend.Message, op
 type fetchScratch struct {
 	hdr  []byte // header block being read
 	copy []byte // body section being streamed
+	wire []byte // ENVELOPE being encoded for the cache
 }
 
 // fetchNeeds says whether a FETCH needs the content-derived msgInfo of
@@ -299,16 +326,27 @@ func fetchNeeds(opts *imap.FetchOptions) (needInfo, needTree bool) {
 // messageInfo returns the cached content-derived data of m, reading the
 // message if the cache lacks it. needTree asks for the MIME structure.
 func (s *session) messageInfo(m *backend.Message, needTree bool) (*msgInfo, error) {
-	return s.loadInfo(m, needTree, &fetchScratch{})
+	return s.loadInfo(m, needTree, false, &fetchScratch{})
 }
 
-func (s *session) loadInfo(m *backend.Message, needTree bool, scratch *fetchScratch) (*msgInfo, error) {
+// loadInfo is messageInfo with a scratch buffer for reading the header;
+// needWire asks for the ENVELOPE's wire form too (wireEnvelope).
+func (s *session) loadInfo(m *backend.Message, needTree, needWire bool, scratch *fetchScratch) (*msgInfo, error) {
 	key := cacheKey{user: s.username, msg: m.Key}
 	if m.Key == "" {
 		key.msg = s.sel.st.key + "\x00" + strconv.FormatUint(uint64(s.sel.view.UIDValidity), 10) +
 			"\x00" + strconv.FormatUint(uint64(m.UID), 10)
 	}
 	if info := s.srv.cache.get(key); info != nil && (!needTree || info.tree != nil) {
+		if needWire && info.wire == nil {
+			// Cached by a command that did not need it (SEARCH, a
+			// FETCH through go-imap): a cached msgInfo never changes,
+			// so a copy with the wire form replaces it.
+			withWire := *info
+			withWire.wire, withWire.wireUTF8, scratch.wire = wireEnvelope(info.env, scratch.wire)
+			s.srv.cache.put(key, &withWire)
+			return &withWire, nil
+		}
 		return info, nil
 	}
 	r, err := s.sel.st.mbox.OpenMessage(s.ctx, m.UID)
@@ -332,6 +370,9 @@ func (s *session) loadInfo(m *backend.Message, needTree bool, scratch *fetchScra
 			return nil, fmt.Errorf("read message %d: %w", m.UID, err)
 		}
 		info = &msgInfo{env: envelopeOf(hdr), hdrLen: n}
+	}
+	if needWire {
+		info.wire, info.wireUTF8, scratch.wire = wireEnvelope(info.env, scratch.wire)
 	}
 	s.srv.cache.put(key, info)
 	return info, nil

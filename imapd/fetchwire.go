@@ -1,7 +1,9 @@
 package imapd
 
 import (
+	"bytes"
 	"mime"
+	"slices"
 	"strconv"
 	"time"
 
@@ -240,6 +242,18 @@ func (w *wireWriter) envelope(env *imap.Envelope) {
 		w.buf = append(w.buf, "NIL"...)
 	}
 	w.buf = append(w.buf, ')')
+}
+
+// wireEnvelope returns env as wireWriter.envelope writes it without
+// UTF8=ACCEPT, for the cache, and whether it is the same with UTF8=ACCEPT:
+// it is unless some string has a non-ASCII octet, which only a literal
+// carries without UTF8=ACCEPT.
+// scratch is a buffer to encode in, returned grown for reuse.
+func wireEnvelope(env *imap.Envelope, scratch []byte) (wire []byte, utf8Same bool, _ []byte) {
+	w := wireWriter{buf: scratch[:0]}
+	w.envelope(env)
+	wire = bytes.Clone(w.buf) // of the exact size: the cache keeps it
+	return wire, !slices.ContainsFunc(wire, func(c byte) bool { return c >= 0x80 }), w.buf
 }
 
 func (w *wireWriter) addresses(l []imap.Address) {

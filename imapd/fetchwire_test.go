@@ -229,6 +229,16 @@ func FuzzWireEnvelope(f *testing.F) {
 		if utf8 {
 			g = wires[1]
 		}
+		// The cached form is what wireWriter writes, with UTF8=ACCEPT
+		// too when wireEnvelope says so (it may say no when it is).
+		wire, same, _ := wireEnvelope(env, nil)
+		for _, u := range []bool{false, true} {
+			w := &wireWriter{utf8: u}
+			w.envelope(env)
+			if (!u || same) && !bytes.Equal(wire, w.buf) {
+				t.Fatalf("utf8 %v: wireEnvelope %q, wireWriter %q", u, wire, w.buf)
+			}
+		}
 		compareWire(t, g, &wireItems{uid: 42, flags: flags, date: time.Unix(1700000000, 0).UTC(), size: int64(len(raw)), env: env})
 	})
 }

@@ -1,0 +1,112 @@
+package imapd
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/roost-mail/roost/backend"
+)
+
+// A FETCH of ENVELOPE (or another item derived from the content) over
+// messages the cache does not hold spends nearly all its time opening and
+// reading message files, one after the other. infoPrefetch loads them
+// ahead of the writer with a few goroutines instead, in chunks, at most
+// prefetchWindow chunks ahead of the one being written, so that a client
+// that reads slowly does not make the server read the whole mailbox into
+// the cache before the first response is taken.
+const (
+	prefetchChunk   = 256 // messages a worker loads at a time
+	prefetchWindow  = 8   // chunks loaded but not yet written, at most
+	prefetchWorkers = 2
+)
+
+// infoSlot is the outcome of loadInfo for one message.
+type infoSlot struct {
+	info *msgInfo
+	err  error
+}
+
+type infoPrefetch struct {
+	slots  []infoSlot
+	loaded []chan struct{} // loaded[k] is closed once chunk k is
+	next   atomic.Int64    // the next chunk a worker takes
+	tokens chan struct{}   // one per chunk a worker may still take
+	stop   chan struct{}
+	wg     sync.WaitGroup
+}
+
+// startPrefetch starts loading the msgInfo of msgs (the messages the FETCH
+// will write, in order) as loadInfo would with needTree and needWire. It
+// returns nil if there are too few for it to pay.
+func (s *session) startPrefetch(msgs []*backend.Message, needTree, needWire bool) *infoPrefetch {
+	chunks := (len(msgs) + prefetchChunk - 1) / prefetchChunk
+	if chunks < 2 {
+		return nil
+	}
+	p := &infoPrefetch{
+		slots:  make([]infoSlot, len(msgs)),
+		loaded: make([]chan struct{}, chunks),
+		tokens: make(chan struct{}, chunks),
+		stop:   make(chan struct{}),
+	}
+	for k := range p.loaded {
+		p.loaded[k] = make(chan struct{})
+	}
+	for range min(prefetchWindow, chunks) {
+		p.tokens <- struct{}{}
+	}
+	for range prefetchWorkers {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			var scratch fetchScratch
+			for {
+				select {
+				case <-p.tokens:
+				case <-p.stop:
+					return
+				}
+				k := int(p.next.Add(1) - 1)
+				if k >= chunks {
+					return
+				}
+				end := min((k+1)*prefetchChunk, len(msgs))
+				for i := k * prefetchChunk; i < end; i++ {
+					select {
+					case <-p.stop:
+						return
+					default:
+					}
+					p.slots[i].info, p.slots[i].err = s.loadInfo(msgs[i], needTree, needWire, &scratch)
+				}
+				close(p.loaded[k])
+			}
+		}()
+	}
+	return p
+}
+
+// get waits for message i's msgInfo. Messages must be asked for in
+// order, each once at most; asking for one in a later chunk lets the
+// workers run a chunk further.
+func (p *infoPrefetch) get(i int) *infoSlot {
+	k := i / prefetchChunk
+	<-p.loaded[k]
+	return &p.slots[i]
+}
+
+// done tells the workers that the writer is past message i.
+func (p *infoPrefetch) done(i int) {
+	if (i+1)%prefetchChunk == 0 {
+		select {
+		case p.tokens <- struct{}{}:
+		default: // every chunk is taken already
+		}
+	}
+}
+
+// close stops the workers and waits for them.
+func (p *infoPrefetch) close() {
+	close(p.stop)
+	p.wg.Wait()
+}

@@ -1,0 +1,129 @@
+package imapd_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/roost-mail/roost/imapd"
+)
+
+// prefetchMessages is more than the several chunks a FETCH loads ahead.
+const prefetchMessages = 1300
+
+// manyMessages delivers prefetchMessages messages to alice's INBOX, every
+// seventh with a non-ASCII subject and sender, and returns their subjects.
+func manyMessages(t *testing.T, ts *testServer) []string {
+	t.Helper()
+	subjects := make([]string, prefetchMessages)
+	for i := range subjects {
+		from := fmt.Sprintf("Sender %d <s%d@example.org>", i, i)
+		subjects[i] = fmt.Sprintf("message %d", i)
+		if i%7 == 3 {
+			from = fmt.Sprintf("Jürgen %d <jürgen%d@example.org>", i, i)
+			subjects[i] = fmt.Sprintf("Grüße %d", i)
+		}
+		ts.deliver(t, "alice", "", fmt.Sprintf("From: %s\nTo: alice@example.edu\nSubject: %s\nDate: Mon, 02 Mar 2026 09:%02d:00 +0100\nMessage-ID: <m%d@example.org>\n\nbody %d\n",
+			from, subjects[i], i%60, i, i))
+	}
+	return subjects
+}
+
+// envelopes returns the ENVELOPE item of each FETCH response in lines, by
+// sequence number, and the tagged response.
+func envelopes(t *testing.T, lines []string) (map[int]string, string) {
+	t.Helper()
+	envs := map[int]string{}
+	for _, l := range lines[:len(lines)-1] {
+		var seq int
+		if _, err := fmt.Sscanf(l, "* %d FETCH", &seq); err != nil {
+			continue
+		}
+		i := strings.Index(l, "ENVELOPE (")
+		if i < 0 {
+			t.Fatalf("no ENVELOPE in %q", l)
+		}
+		env := l[i:]
+		if j := strings.LastIndex(env, " BODY["); j >= 0 {
+			env = env[:j]
+		} else {
+			env = strings.TrimSuffix(env, ")")
+		}
+		envs[seq] = env
+	}
+	return envs, last(lines)
+}
+
+// A FETCH ENVELOPE over many messages loads them ahead of the writer
+// (infoPrefetch) and writes them itself (wireWriter): every message comes,
+// in order, first from the files and then from the cache, octet for octet
+// as go-imap writes the same ENVELOPE next to a body section, with and
+// without UTF8=ACCEPT, and a message whose file is gone is left out with
+// NO [EXPUNGEISSUED].
+func TestFetchManyEnvelopes(t *testing.T) {
+	ts := newTestServer(t, closingStore(t))
+	subjects := manyMessages(t, ts)
+	for _, utf8 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("utf8=%v", utf8), func(t *testing.T) {
+			r := ts.raw(t)
+			r.login("alice", alicePass)
+			if utf8 {
+				r.cmd("ENABLE UTF8=ACCEPT")
+			}
+			r.cmd("SELECT INBOX")
+			first, ok := envelopes(t, r.cmd("FETCH 1:* (UID FLAGS ENVELOPE)"))
+			if !strings.Contains(ok, "OK") || len(first) != prefetchMessages {
+				t.Fatalf("first FETCH: %d envelopes, %s", len(first), ok)
+			}
+			for i, s := range subjects {
+				env := first[i+1]
+				if !strings.Contains(env, fmt.Sprintf("<m%d@example.org>", i)) {
+					t.Fatalf("message %d: %s", i+1, env)
+				}
+				if !strings.Contains(s, "ü") && !strings.Contains(env, `"`+s+`"`) {
+					t.Fatalf("message %d: subject %q not in %s", i+1, s, env)
+				}
+			}
+			second, _ := envelopes(t, r.cmd("FETCH 1:* (ENVELOPE)"))
+			viaGoIMAP, _ := envelopes(t, r.cmd("FETCH 1:* (ENVELOPE BODY.PEEK[HEADER.FIELDS (X-None)])"))
+			for seq, env := range first {
+				if second[seq] != env || viaGoIMAP[seq] != env {
+					t.Fatalf("message %d:\n     first %s\n    cached %s\nvia go-imap %s", seq, env, second[seq], viaGoIMAP[seq])
+				}
+			}
+			if utf8 {
+				if env := first[4]; !strings.Contains(env, `"jürgen3"`) {
+					t.Errorf("with UTF8=ACCEPT, a UTF-8 mailbox is quoted: %s", env)
+				}
+			} else if env := first[4]; !strings.Contains(env, "{8}jürgen3") {
+				t.Errorf("without UTF8=ACCEPT, a UTF-8 mailbox is a literal: %q", env)
+			}
+		})
+	}
+
+}
+
+// A message whose file is gone when FETCH loads it ahead is left out with
+// NO [EXPUNGEISSUED]; the others are all sent.
+func TestFetchManyEnvelopesFileGone(t *testing.T) {
+	ts := newTestServer(t, func(o *imapd.Options) {
+		closeAtEnd(t, o.Store)
+		o.CacheBytes = -1 // every FETCH reads the files
+	})
+	manyMessages(t, ts)
+	r := ts.raw(t)
+	r.login("alice", alicePass)
+	r.cmd("SELECT INBOX")
+	removeMessageFile(t, ts, "alice", "body 700\n")
+	for _, items := range []string{"(ENVELOPE)", "(ENVELOPE BODY.PEEK[HEADER])"} {
+		envs, tagged := envelopes(t, r.cmd("FETCH 1:* "+items))
+		if !strings.Contains(tagged, "NO [EXPUNGEISSUED]") {
+			t.Errorf("FETCH %s with message 701's file gone: %s", items, tagged)
+		}
+		for seq := 1; seq <= prefetchMessages; seq++ {
+			if _, ok := envs[seq]; ok == (seq == 701) {
+				t.Errorf("FETCH %s: message %d sent: %v", items, seq, ok)
+			}
+		}
+	}
+}
