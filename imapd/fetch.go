@@ -60,7 +60,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, opts *ima
 	// rest by go-imap.
 	var ww *wireWriter
 	if wireFetch(opts) {
-		ww = newWireWriter(s.cc, s.conn.EnabledCaps())
+		ww = newWireWriter(s.conn.NetConn(), s.conn.EnabledCaps())
 		defer ww.flush() //nolint:errcheck // as flush above; runs first
 	}
 	var scratch fetchScratch

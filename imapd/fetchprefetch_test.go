@@ -1,9 +1,13 @@
 package imapd_test
 
 import (
+	"crypto/tls"
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/roost-mail/roost/imapd"
 )
@@ -126,4 +130,49 @@ func TestFetchManyEnvelopesFileGone(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Under TLS, implicit or after STARTTLS, the responses FETCH writes itself
+// go through the TLS connection like go-imap's.
+func TestFetchManyEnvelopesTLS(t *testing.T) {
+	cfg := selfSigned(t)
+	ts := newTestServer(t, func(o *imapd.Options) {
+		closeAtEnd(t, o.Store)
+		o.TLSConfig = cfg
+	})
+	manyMessages(t, ts)
+	check := func(t *testing.T, c *imapclient.Client) {
+		for pass := range 2 { // from the files, then from the cache
+			cmd := c.Fetch(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, Flags: true, Envelope: true})
+			n := 0
+			for m := cmd.Next(); m != nil; m = cmd.Next() {
+				buf, err := m.Collect()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := fmt.Sprintf("m%d@example.org", buf.SeqNum-1); buf.Envelope == nil || buf.Envelope.MessageID != want || buf.UID == 0 {
+					t.Fatalf("pass %d, message %d: UID %d, envelope %+v, want Message-ID %s", pass, buf.SeqNum, buf.UID, buf.Envelope, want)
+				}
+				n++
+			}
+			if err := cmd.Close(); err != nil || n != prefetchMessages {
+				t.Fatalf("pass %d: %d messages, %v", pass, n, err)
+			}
+		}
+	}
+	t.Run("implicit", func(t *testing.T) { check(t, ts.tlsInbox(t)) })
+	t.Run("STARTTLS", func(t *testing.T) {
+		c, err := imapclient.DialStartTLS(ts.addr, &imapclient.Options{TLSConfig: &tls.Config{InsecureSkipVerify: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Login("alice", alicePass).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		check(t, c)
+	})
 }

@@ -3,6 +3,7 @@ package imapd
 import (
 	"bytes"
 	"mime"
+	"net"
 	"slices"
 	"strconv"
 	"time"
@@ -30,9 +31,11 @@ func wireFetch(opts *imap.FetchOptions) bool {
 		len(opts.BinarySection) == 0 && len(opts.BinarySectionSize) == 0
 }
 
-// wireWriter gathers FETCH responses for the connection cc.
+// wireWriter gathers FETCH responses for the connection conn.
 type wireWriter struct {
-	cc *countConn
+	// conn is the connection go-imap writes to: TLS, if the session
+	// uses it, over the countConn that batches the writes.
+	conn net.Conn
 	// utf8 allows UTF-8 in quoted strings (IMAP4rev2 or UTF8=ACCEPT
 	// enabled), as go-imap's encoder does.
 	utf8 bool
@@ -40,8 +43,8 @@ type wireWriter struct {
 	err  error // of the first failed write; later writes are dropped
 }
 
-func newWireWriter(cc *countConn, caps imap.CapSet) *wireWriter {
-	return &wireWriter{cc: cc, utf8: caps.Has(imap.CapIMAP4rev2) || caps.Has(imap.CapUTF8Accept)}
+func newWireWriter(conn net.Conn, caps imap.CapSet) *wireWriter {
+	return &wireWriter{conn: conn, utf8: caps.Has(imap.CapIMAP4rev2) || caps.Has(imap.CapUTF8Accept)}
 }
 
 // flush writes what was gathered (nothing for a nil w). It must run before anything else
@@ -55,12 +58,12 @@ func (w *wireWriter) flush() error {
 		w.buf = w.buf[:0]
 		return w.err
 	}
-	if err := w.cc.SetWriteDeadline(time.Now().Add(wireTimeout)); err != nil {
+	if err := w.conn.SetWriteDeadline(time.Now().Add(wireTimeout)); err != nil {
 		w.err = err
 		return err
 	}
-	_, err := w.cc.Write(w.buf)
-	if derr := w.cc.SetWriteDeadline(time.Time{}); err == nil {
+	_, err := w.conn.Write(w.buf)
+	if derr := w.conn.SetWriteDeadline(time.Time{}); err == nil {
 		err = derr
 	}
 	w.buf = w.buf[:0]
