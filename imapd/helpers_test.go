@@ -30,6 +30,8 @@ type testServer struct {
 	addr string
 	root string // mail root: <root>/<user>/Maildir
 	logs *testenv.LogBuffer
+	dir  string // holds root and the users file
+	stop func() // shuts the server down and closes its store
 }
 
 const (
@@ -39,7 +41,13 @@ const (
 
 func newTestServer(t testing.TB, tweak func(*imapd.Options)) *testServer {
 	t.Helper()
-	dir := t.TempDir()
+	return newTestServerIn(t, t.TempDir(), tweak)
+}
+
+// newTestServerIn is newTestServer on the mail and users of dir, which
+// may hold those of a server that ran before (restart tests).
+func newTestServerIn(t testing.TB, dir string, tweak func(*imapd.Options)) *testServer {
+	t.Helper()
 	root := filepath.Join(dir, "mail")
 	users := filepath.Join(dir, "users")
 	if err := os.WriteFile(users, []byte("alice:{PLAIN}"+alicePass+"::::::\nbob:{PLAIN}"+bobPass+"::::::userdb_quota_rule=*:storage=2K\n"), 0o600); err != nil {
@@ -63,12 +71,7 @@ func newTestServer(t testing.TB, tweak func(*imapd.Options)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() {
+	stop := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
@@ -77,11 +80,27 @@ func newTestServer(t testing.TB, tweak func(*imapd.Options)) *testServer {
 		if c, ok := opts.Store.(io.Closer); ok {
 			c.Close()
 		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() {
+		stop()
 		if t.Failed() {
 			t.Logf("server log:\n%s", logs.String())
 		}
 	})
-	return &testServer{srv: srv, addr: ln.Addr().String(), root: root, logs: logs}
+	return &testServer{srv: srv, addr: ln.Addr().String(), root: root, logs: logs, dir: dir, stop: stop}
+}
+
+// restart stops the server (as SIGTERM does) and starts a new one, with a
+// new store, on the same mail and users.
+func (ts *testServer) restart(t testing.TB, tweak func(*imapd.Options)) *testServer {
+	t.Helper()
+	ts.stop()
+	return newTestServerIn(t, ts.dir, tweak)
 }
 
 func (ts *testServer) maildir(user string) string { return filepath.Join(ts.root, user, "Maildir") }
