@@ -66,18 +66,12 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, opts *ima
 	var scratch fetchScratch
 	gone := false
 	view, curMsgs := sel.view.Messages(), cur.Messages()
+	// Messages the cache holds are taken from it here; from the first
+	// that it does not, infoPrefetch loads them ahead of the writer.
+	needInfo, needTree := fetchNeeds(opts)
+	needWire := ww != nil && opts.Envelope
 	var pre *infoPrefetch
-	if needInfo, needTree := fetchNeeds(opts); needInfo {
-		// A message has the same key in the view and now, so the
-		// view's names it for loadInfo.
-		msgs := make([]*backend.Message, len(idx))
-		for i, k := range idx {
-			msgs[i] = &view[k]
-		}
-		if pre = s.startPrefetch(msgs, needTree, ww != nil && opts.Envelope); pre != nil {
-			defer pre.close()
-		}
-	}
+	var hit infoSlot
 	for i, k := range idx {
 		vm := &view[k]
 		m, exists := vm, sel.view == cur
@@ -90,7 +84,21 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, opts *ima
 		if seen {
 			m = &nm
 		}
-		err := s.fetchOne(w, ww, &scratch, pre, i, uint32(k+1), vm, m, opts, seen, exists)
+		// A message has the same key in the view and now, so the view's
+		// names it for the cache.
+		var slot *infoSlot
+		if needInfo && pre == nil {
+			if info := s.cachedInfo(vm, needTree, needWire); info != nil {
+				hit = infoSlot{info: info}
+				slot = &hit
+			} else if pre = s.startPrefetch(view, idx, i, needTree, needWire); pre != nil {
+				defer pre.close()
+			}
+		}
+		if pre != nil {
+			slot = pre.get(i)
+		}
+		err := s.fetchOne(w, ww, &scratch, slot, uint32(k+1), vm, m, opts, seen, exists)
 		if pre != nil {
 			pre.done(i)
 		}
@@ -131,14 +139,14 @@ func setsSeen(opts *imap.FetchOptions) bool {
 }
 
 // fetchOne writes one FETCH response, through ww if it is not nil
-// (wireFetch), else through go-imap. pre, if not nil, has the message's
-// msgInfo as loadInfo gives it, as message i of the prefetch. vm is the message as the view has
+// (wireFetch), else through go-imap. slot, if not nil, has the message's
+// msgInfo as loadInfo gives it (from the cache or infoPrefetch). vm is the message as the view has
 // it, m as it is now. Every file a section streams from is opened before
 // the response begins, so a message whose file is gone is left out (the
 // caller answers NO [EXPUNGEISSUED], RFC 2180 4.1) instead of being sent
 // with empty or made-up content; an open file stays readable even if
 // another process removes it meanwhile.
-func (s *session) fetchOne(w *imapserver.FetchWriter, ww *wireWriter, scratch *fetchScratch, pre *infoPrefetch, i int, seq uint32, vm, m *backend.Message, opts *imap.FetchOptions, flagsChanged, exists bool) error {
+func (s *session) fetchOne(w *imapserver.FetchWriter, ww *wireWriter, scratch *fetchScratch, slot *infoSlot, seq uint32, vm, m *backend.Message, opts *imap.FetchOptions, flagsChanged, exists bool) error {
 	needInfo, needTree := fetchNeeds(opts)
 	if (needInfo || len(opts.BodySection) > 0 || len(opts.BinarySection) > 0) && !exists {
 		return errNeedsContent
@@ -160,8 +168,7 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, ww *wireWriter, scratch *f
 	var info *msgInfo
 	if needInfo {
 		var err error
-		if pre != nil {
-			slot := pre.get(i)
+		if slot != nil {
 			info, err = slot.info, slot.err
 		} else {
 			info, err = s.loadInfo(m, needTree, ww != nil && opts.Envelope, scratch)
@@ -329,14 +336,30 @@ func (s *session) messageInfo(m *backend.Message, needTree bool) (*msgInfo, erro
 	return s.loadInfo(m, needTree, false, &fetchScratch{})
 }
 
-// loadInfo is messageInfo with a scratch buffer for reading the header;
-// needWire asks for the ENVELOPE's wire form too (wireEnvelope).
-func (s *session) loadInfo(m *backend.Message, needTree, needWire bool, scratch *fetchScratch) (*msgInfo, error) {
+// infoKey is m's key in the cache.
+func (s *session) infoKey(m *backend.Message) cacheKey {
 	key := cacheKey{user: s.username, msg: m.Key}
 	if m.Key == "" {
 		key.msg = s.sel.st.key + "\x00" + strconv.FormatUint(uint64(s.sel.view.UIDValidity), 10) +
 			"\x00" + strconv.FormatUint(uint64(m.UID), 10)
 	}
+	return key
+}
+
+// cachedInfo returns what loadInfo would if the cache has it all, else
+// nil.
+func (s *session) cachedInfo(m *backend.Message, needTree, needWire bool) *msgInfo {
+	info := s.srv.cache.get(s.infoKey(m))
+	if info == nil || needTree && info.tree == nil || needWire && info.wire == nil {
+		return nil
+	}
+	return info
+}
+
+// loadInfo is messageInfo with a scratch buffer for reading the header;
+// needWire asks for the ENVELOPE's wire form too (wireEnvelope).
+func (s *session) loadInfo(m *backend.Message, needTree, needWire bool, scratch *fetchScratch) (*msgInfo, error) {
+	key := s.infoKey(m)
 	if info := s.srv.cache.get(key); info != nil && (!needTree || info.tree != nil) {
 		if needWire && info.wire == nil {
 			// Cached by a command that did not need it (SEARCH, a

@@ -32,6 +32,7 @@ type infoSlot struct {
 }
 
 type infoPrefetch struct {
+	base   int // the FETCH's index of slots[0]
 	slots  []infoSlot
 	loaded []chan struct{} // loaded[k] is closed once chunk k is
 	next   atomic.Int64    // the next chunk a worker takes
@@ -40,15 +41,21 @@ type infoPrefetch struct {
 	wg     sync.WaitGroup
 }
 
-// startPrefetch starts loading the msgInfo of msgs (the messages the FETCH
-// will write, in order) as loadInfo would with needTree and needWire. It
-// returns nil if there are too few for it to pay.
-func (s *session) startPrefetch(msgs []*backend.Message, needTree, needWire bool) *infoPrefetch {
-	chunks := (len(msgs) + prefetchChunk - 1) / prefetchChunk
+// startPrefetch starts loading the msgInfo of the messages a FETCH will
+// write from its i-th on (view[idx[i]], …), as loadInfo would with
+// needTree and needWire. It returns nil if there are too few left for it
+// to pay.
+func (s *session) startPrefetch(view []backend.Message, idx []int, i int, needTree, needWire bool) *infoPrefetch {
+	chunks := (len(idx) - i + prefetchChunk - 1) / prefetchChunk
 	if chunks < 2 {
 		return nil
 	}
+	msgs := make([]*backend.Message, 0, len(idx)-i)
+	for _, k := range idx[i:] {
+		msgs = append(msgs, &view[k])
+	}
 	p := &infoPrefetch{
+		base:   i,
 		slots:  make([]infoSlot, len(msgs)),
 		loaded: make([]chan struct{}, chunks),
 		tokens: make(chan struct{}, chunks),
@@ -91,18 +98,16 @@ func (s *session) startPrefetch(msgs []*backend.Message, needTree, needWire bool
 	return p
 }
 
-// get waits for message i's msgInfo. Messages must be asked for in
-// order, each once at most; asking for one in a later chunk lets the
-// workers run a chunk further.
+// get waits for the msgInfo of the FETCH's message i (from base on).
 func (p *infoPrefetch) get(i int) *infoSlot {
-	k := i / prefetchChunk
-	<-p.loaded[k]
+	i -= p.base
+	<-p.loaded[i/prefetchChunk]
 	return &p.slots[i]
 }
 
 // done tells the workers that the writer is past message i.
 func (p *infoPrefetch) done(i int) {
-	if (i+1)%prefetchChunk == 0 {
+	if (i-p.base+1)%prefetchChunk == 0 {
 		select {
 		case p.tokens <- struct{}{}:
 		default: // every chunk is taken already
