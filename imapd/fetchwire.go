@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
+
+	"github.com/roost-mail/roost/backend"
 )
 
 // This file writes the FETCH responses that carry only data Roost keeps in
@@ -321,4 +323,43 @@ func (w *wireWriter) msgIDs(ids []string) {
 		w.buf = append(w.buf, '>')
 	}
 	w.buf = append(w.buf, '"')
+}
+
+// wireOne is fetchOne's writing of a wireFetch response, item for item
+// as go-imap's.
+func (s *session) wireOne(ww *wireWriter, seq uint32, vm, m *backend.Message, opts *imap.FetchOptions, wantFlags bool, flags []imap.Flag, size int64, info *msgInfo) error {
+	ww.message(seq)
+	first := true
+	if opts.UID {
+		ww.item(first, "UID")
+		ww.buf = strconv.AppendUint(ww.buf, uint64(m.UID), 10)
+		first = false
+	}
+	if wantFlags {
+		ww.item(first, "FLAGS")
+		ww.flags(flags)
+		first = false
+		if s.flagsDiffer(vm, m) {
+			s.tell(m)
+		}
+	}
+	if opts.InternalDate {
+		ww.item(first, "INTERNALDATE")
+		ww.date(m.InternalDate, internalDateLayout)
+		first = false
+	}
+	if opts.RFC822Size {
+		ww.item(first, "RFC822.SIZE")
+		ww.buf = strconv.AppendInt(ww.buf, size, 10)
+		first = false
+	}
+	if opts.Envelope {
+		ww.item(first, "ENVELOPE")
+		if info.wire != nil && (!ww.utf8 || info.wireUTF8) {
+			ww.buf = append(ww.buf, info.wire...)
+		} else {
+			ww.envelope(info.env)
+		}
+	}
+	return ww.end()
 }
