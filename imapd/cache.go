@@ -3,6 +3,7 @@ package imapd
 import (
 	"container/list"
 	"sync"
+	"sync/atomic"
 
 	"github.com/emersion/go-imap/v2"
 )
@@ -29,6 +30,10 @@ type msgInfo struct {
 type msgCache struct {
 	max int64 // < 0 disables the cache
 
+	// loading counts the FETCHes whose messages are being loaded ahead
+	// into the cache (infoPrefetch), across all sessions.
+	loading atomic.Int64
+
 	mu    sync.Mutex
 	used  int64
 	lru   *list.List // of *cacheEntry, most recent first
@@ -50,6 +55,18 @@ type cacheEntry struct {
 func newMsgCache(max int64) *msgCache {
 	return &msgCache{max: max, lru: list.New(), items: make(map[cacheKey]*list.Element)}
 }
+
+// startLoading admits one more FETCH to load messages ahead, unless limit
+// FETCHes are at it already; loaded must be called when it ends.
+func (c *msgCache) startLoading(limit int) bool {
+	if c.loading.Add(1) > int64(limit) {
+		c.loading.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (c *msgCache) loaded() { c.loading.Add(-1) }
 
 func (c *msgCache) get(key cacheKey) *msgInfo {
 	c.mu.Lock()

@@ -24,3 +24,17 @@ func TestMsgCacheBounded(t *testing.T) {
 		t.Fatal("a disabled cache kept an entry")
 	}
 }
+
+func TestMsgCacheLoadingBounded(t *testing.T) {
+	c := newMsgCache(0)
+	if !c.startLoading(2) || !c.startLoading(2) {
+		t.Fatal("two loads refused under a limit of two")
+	}
+	if c.startLoading(2) {
+		t.Fatal("a third load admitted under a limit of two")
+	}
+	c.loaded()
+	if !c.startLoading(2) {
+		t.Fatal("a load refused after one ended")
+	}
+}

@@ -1,6 +1,7 @@
 package imapd
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -19,11 +20,18 @@ import (
 // in the page cache serves them together, and on a warm one the first
 // FETCH ENVELOPE of a 100,000-message INBOX took 8% less time than with
 // two on a 2-core machine that also ran the client.
+//
+// At most GOMAXPROCS (and at least two) FETCHes load ahead at once in a
+// server; the others load as they write, as before: a file system call
+// holds a thread, and thousands of sessions' workers waiting on a slow
+// disk together must not exhaust them.
 const (
 	prefetchChunk   = 256 // messages a worker loads at a time
 	prefetchWindow  = 8   // chunks loaded but not yet written, at most
 	prefetchWorkers = 4
 )
+
+func maxPrefetches() int { return max(2, runtime.GOMAXPROCS(0)) }
 
 // infoSlot is the outcome of loadInfo for one message.
 type infoSlot struct {
@@ -32,6 +40,7 @@ type infoSlot struct {
 }
 
 type infoPrefetch struct {
+	cache  *msgCache
 	base   int // the FETCH's index of slots[0]
 	slots  []infoSlot
 	loaded []chan struct{} // loaded[k] is closed once chunk k is
@@ -44,10 +53,10 @@ type infoPrefetch struct {
 // startPrefetch starts loading the msgInfo of the messages a FETCH will
 // write from its i-th on (view[idx[i]], …), as loadInfo would with
 // needTree and needWire. It returns nil if there are too few left for it
-// to pay.
+// to pay, or if maxPrefetches FETCHes load ahead already.
 func (s *session) startPrefetch(view []backend.Message, idx []int, i int, needTree, needWire bool) *infoPrefetch {
 	chunks := (len(idx) - i + prefetchChunk - 1) / prefetchChunk
-	if chunks < 2 {
+	if chunks < 2 || !s.srv.cache.startLoading(maxPrefetches()) {
 		return nil
 	}
 	msgs := make([]*backend.Message, 0, len(idx)-i)
@@ -55,6 +64,7 @@ func (s *session) startPrefetch(view []backend.Message, idx []int, i int, needTr
 		msgs = append(msgs, &view[k])
 	}
 	p := &infoPrefetch{
+		cache:  s.srv.cache,
 		base:   i,
 		slots:  make([]infoSlot, len(msgs)),
 		loaded: make([]chan struct{}, chunks),
@@ -119,4 +129,5 @@ func (p *infoPrefetch) done(i int) {
 func (p *infoPrefetch) close() {
 	close(p.stop)
 	p.wg.Wait()
+	p.cache.loaded()
 }
