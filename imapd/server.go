@@ -69,7 +69,8 @@ type Options struct {
 	// address (Dovecot's mail_max_userip_connections); 0 = no limit.
 	MaxUserIPConnections int
 	// CacheBytes bounds the memory for ENVELOPE and BODYSTRUCTURE data
-	// kept between commands (about 800 bytes per message); 0 means
+	// kept between commands (about 1,200 bytes per message, with the
+	// ENVELOPE's wire form); 0 means
 	// 256 MiB, negative disables the cache.
 	CacheBytes int64
 	// MailboxLinger keeps a mailbox open this long after its last session
