@@ -70,8 +70,7 @@ type Options struct {
 	MaxUserIPConnections int
 	// CacheBytes bounds the memory for ENVELOPE and BODYSTRUCTURE data
 	// kept between commands (about 1,200 bytes per message, with the
-	// ENVELOPE's wire form); 0 means
-	// 256 MiB, negative disables the cache.
+	// ENVELOPE's wire form); 0 means 256 MiB, negative disables the cache.
 	CacheBytes int64
 	// MailboxLinger keeps a mailbox open this long after its last session
 	// closed it, so that reconnecting clients (phones, webmail) find it
