@@ -176,13 +176,18 @@ func (w *wireWriter) str(s string) {
 		return
 	}
 	w.buf = append(w.buf, '"')
+	w.escaped(s)
+	w.buf = append(w.buf, '"')
+}
+
+// escaped appends s with '"' and '\\' escaped, as in a quoted string.
+func (w *wireWriter) escaped(s string) {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c == '"' || c == '\\' {
 			w.buf = append(w.buf, '\\')
 		}
 		w.buf = append(w.buf, s[i])
 	}
-	w.buf = append(w.buf, '"')
 }
 
 // quotable is imapwire's validQuoted.
@@ -314,12 +319,7 @@ func (w *wireWriter) msgIDs(ids []string) {
 			w.buf = append(w.buf, ' ')
 		}
 		w.buf = append(w.buf, '<')
-		for j := 0; j < len(id); j++ {
-			if c := id[j]; c == '"' || c == '\\' {
-				w.buf = append(w.buf, '\\')
-			}
-			w.buf = append(w.buf, id[j])
-		}
+		w.escaped(id)
 		w.buf = append(w.buf, '>')
 	}
 	w.buf = append(w.buf, '"')
