@@ -140,21 +140,10 @@ func BenchmarkFetchWire(b *testing.B) {
 		timed(b, "UIDFetchFlags", "UID FETCH 1:* (FLAGS)", false)
 	})
 	b.Run("FetchEnvelopeFirst", func(b *testing.B) {
-		var cpu cpuClock
-		defer cpu.report(b)
-		for i := 0; i < b.N; i++ {
-			b.StopTimer()
-			addr, stop := benchServer(b, root, users)
+		onFreshServers(b, root, users, func(addr string) (run, end func()) {
 			s := rawLogin(b, addr, "big")
-			b.StartTimer()
-			cpu.begin(b)
-			s.run(b, "FETCH 1:* (ENVELOPE)", nil)
-			cpu.end(b)
-			b.StopTimer()
-			s.c.Close()
-			stop()
-			b.StartTimer()
-		}
+			return func() { s.run(b, "FETCH 1:* (ENVELOPE)", nil) }, func() { s.c.Close() }
+		})
 	})
 	b.Run("FetchEnvelopeSecond", func(b *testing.B) {
 		timed(b, "FetchEnvelope", "FETCH 1:* (ENVELOPE)", true)
