@@ -126,7 +126,7 @@ func (st *mboxState) writeCache() {
 // not nil; until then the snapshot is pending. The caller holds st.mu and
 // passes it to finish, which runs on another goroutine and lays out the
 // message list: a new process answers SELECT on 100,000 messages from the
-// file's header while the other core decodes the records.
+// file's head while the other core decodes the records.
 func (st *mboxState) loadFromCache() (snap *backend.Snapshot, finish func()) {
 	c, dirsQuiet := st.currentDirIDs()
 	if !dirsQuiet {
@@ -166,6 +166,7 @@ func (st *mboxState) loadFromCache() (snap *backend.Snapshot, finish func()) {
 	st.pendingSnap.Store(snap)
 	return snap, func() {
 		defer st.pendingSnap.Store(nil)
+		defer cf.file.Close()
 		if err := cf.decode(f); err != nil {
 			// Damage after the head, or a file Roost did not write: open
 			// the long way on the next Sync, which shows what is there.
@@ -238,10 +239,8 @@ func (cf *cacheOnDisk) readHead() error {
 	return err
 }
 
-// decode reads the records after the head, lays out the messages and
-// closes the file.
+// decode reads the records after the head and lays out the messages.
 func (cf *cacheOnDisk) decode(f *cacheFile) error {
-	defer cf.file.Close()
 	f.alloc()
 	recs := make([]byte, cf.size-int64(len(cf.head)))
 	if _, err := cf.file.ReadAt(recs, int64(len(cf.head))); err != nil {
