@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -410,11 +409,7 @@ func parseCacheHead(head []byte) (*cacheFile, error) {
 	if f.sum.Unseen > n || f.sum.Deleted > n || f.sum.FirstUnseen >= n || (f.sum.Unseen == 0) != (f.sum.FirstUnseen < 0) {
 		r.fail("summary")
 	}
-	for _, k := range cs.kw.names(used) {
-		if !slices.ContainsFunc(f.sum.Keywords, func(s string) bool { return strings.EqualFold(s, k) }) {
-			f.sum.Keywords = append(f.sum.Keywords, k)
-		}
-	}
+	f.sum.Keywords = cs.kw.names(used) // distinct case-insensitively, checked above
 	if r.err == nil && len(body)-r.off != 4*n {
 		r.fail("UIDs")
 	}
@@ -467,7 +462,6 @@ func (f *cacheFile) decode(recs []byte) error {
 	}
 	cs.ext = map[backend.UID]string{}
 	var date int64
-	unseen, deleted, firstUnseen := 0, 0, -1
 	for i := range cs.msgs {
 		bits := r.byte()
 		size := r.uvarint()
@@ -486,15 +480,6 @@ func (f *cacheFile) decode(recs []byte) error {
 			break
 		}
 		m.Flags, m.Keywords = f.flags[in], f.kws[in]
-		if m.Flags&backend.FlagSeen == 0 {
-			if unseen == 0 {
-				firstUnseen = i
-			}
-			unseen++
-		}
-		if m.Flags&backend.FlagDeleted != 0 {
-			deleted++
-		}
 		cs.locs[i] = loc{info: f.infos[in], inNew: bits&1 != 0, known: true}
 		kl := r.uvarint()
 		if kl == 0 || kl > uint64(len(keys)) || keys[0] == '.' {
@@ -525,8 +510,10 @@ func (f *cacheFile) decode(recs []byte) error {
 	if r.err == nil && (r.off != len(r.data) || keys != "") {
 		r.fail("end")
 	}
-	if r.err == nil && (unseen != f.sum.Unseen || deleted != f.sum.Deleted || firstUnseen != f.sum.FirstUnseen) {
-		r.fail("summary")
+	if r.err == nil {
+		if sum := backend.Summarize(cs.msgs); sum.Unseen != f.sum.Unseen || sum.Deleted != f.sum.Deleted || sum.FirstUnseen != f.sum.FirstUnseen {
+			r.fail("summary")
+		}
 	}
 	if r.err != nil {
 		cs.msgs, cs.locs, cs.ext = nil, nil, nil
