@@ -398,3 +398,30 @@ func TestFetchManyInOrder(t *testing.T) {
 	}
 	check(got, "<m77@example.org>")
 }
+
+// TestFetchFlagsToldOnce: FLAGS another session changed reach the client
+// once. A FETCH that returns them (through imapd's own writer or
+// go-imap's) records that the client knows them, so neither the update
+// after the FETCH nor the next NOOP repeats them.
+func TestFetchFlagsToldOnce(t *testing.T) {
+	ts := newTestServer(t, nil)
+	ts.deliver(t, "alice", "", "Subject: one\n\n1\n")
+	ts.deliver(t, "alice", "", "Subject: two\n\n2\n")
+	for _, items := range []string{"(FLAGS)", "(FLAGS BODY.PEEK[HEADER.FIELDS (Subject)])"} {
+		a, b := ts.raw(t), ts.raw(t)
+		a.login("alice", alicePass)
+		b.login("alice", alicePass)
+		a.cmd("SELECT INBOX")
+		b.cmd("SELECT INBOX")
+		b.cmd(`STORE 2 FLAGS (\Flagged)`)
+		out := strings.Join(a.cmd("FETCH 2 "+items), "\n")
+		if n := strings.Count(out, "* 2 FETCH"); n != 1 || !strings.Contains(out, `\Flagged`) {
+			t.Errorf("FETCH 2 %s after another session's STORE: %d responses for 2:\n%s", items, n, out)
+		}
+		if out := strings.Join(a.cmd("NOOP"), "\n"); strings.Contains(out, "FETCH") {
+			t.Errorf("NOOP after FETCH %s repeats the flags:\n%s", items, out)
+		}
+		b.cmd(`STORE 2 FLAGS ()`)
+		a.cmd("NOOP")
+	}
+}
