@@ -214,10 +214,13 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, ww *wireWriter, scratch *f
 	var flags []imap.Flag
 	if wantFlags {
 		flags = s.flagsOf(m)
+		if s.flagsDiffer(vm, m) {
+			s.tell(m)
+		}
 	}
 	if ww != nil {
 		if len(m.Keywords) == 0 || flagsValid(flags) {
-			return s.wireOne(ww, seq, vm, m, opts, wantFlags, flags, size, info)
+			return s.wireOne(ww, seq, m, opts, wantFlags, flags, size, info)
 		}
 		// go-imap refuses the flag: let it fail as it does.
 		if err := ww.flush(); err != nil {
@@ -230,9 +233,6 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, ww *wireWriter, scratch *f
 	}
 	if wantFlags {
 		rw.WriteFlags(flags)
-		if s.flagsDiffer(vm, m) {
-			s.tell(m)
-		}
 	}
 	if opts.InternalDate {
 		rw.WriteInternalDate(m.InternalDate)

@@ -327,7 +327,7 @@ func (w *wireWriter) msgIDs(ids []string) {
 
 // wireOne is fetchOne's writing of a wireFetch response, item for item
 // as go-imap's.
-func (s *session) wireOne(ww *wireWriter, seq uint32, vm, m *backend.Message, opts *imap.FetchOptions, wantFlags bool, flags []imap.Flag, size int64, info *msgInfo) error {
+func (s *session) wireOne(ww *wireWriter, seq uint32, m *backend.Message, opts *imap.FetchOptions, wantFlags bool, flags []imap.Flag, size int64, info *msgInfo) error {
 	ww.message(seq)
 	first := true
 	if opts.UID {
@@ -339,9 +339,6 @@ func (s *session) wireOne(ww *wireWriter, seq uint32, vm, m *backend.Message, op
 		ww.item(first, "FLAGS")
 		ww.flags(flags)
 		first = false
-		if s.flagsDiffer(vm, m) {
-			s.tell(m)
-		}
 	}
 	if opts.InternalDate {
 		ww.item(first, "INTERNALDATE")
