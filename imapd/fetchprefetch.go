@@ -2,6 +2,7 @@ package imapd
 
 import (
 	"runtime"
+	"sort"
 	"sync"
 	"sync/atomic"
 
@@ -25,10 +26,16 @@ import (
 // server; the others load as they write, as before: a file system call
 // holds a thread, and thousands of sessions' workers waiting on a slow
 // disk together must not exhaust them.
+//
+// A chunk of messages whose MIME structure is wanted (BODYSTRUCTURE) is
+// smaller: each message is read whole, and a few large attachments must
+// spread over the workers instead of all falling into one chunk.
 const (
-	prefetchChunk   = 256 // messages a worker loads at a time
-	prefetchWindow  = 8   // chunks loaded but not yet written, at most
-	prefetchWorkers = 4
+	prefetchChunk     = 256     // messages a worker loads at a time
+	prefetchTreeChunk = 8       // the same when each message is read whole
+	prefetchTreeBytes = 1 << 20 // or fewer, once their known sizes reach this
+	prefetchWindow    = 8       // chunks loaded but not yet written, at most
+	prefetchWorkers   = 4
 )
 
 func maxPrefetches() int { return max(2, runtime.GOMAXPROCS(0)) }
@@ -43,6 +50,7 @@ type infoPrefetch struct {
 	cache  *msgCache
 	base   int // the FETCH's index of slots[0]
 	slots  []infoSlot
+	ends   []int           // chunk k is slots[ends[k-1]:ends[k]]
 	loaded []chan struct{} // loaded[k] is closed once chunk k is
 	next   atomic.Int64    // the next chunk a worker takes
 	tokens chan struct{}   // one per chunk a worker may still take
@@ -55,18 +63,20 @@ type infoPrefetch struct {
 // needTree and needWire. It returns nil if there are too few left for it
 // to pay, or if maxPrefetches FETCHes load ahead already.
 func (s *session) startPrefetch(view []backend.Message, idx []int, i int, needTree, needWire bool) *infoPrefetch {
-	chunks := (len(idx) - i + prefetchChunk - 1) / prefetchChunk
-	if chunks < 2 || !s.srv.cache.startLoading(maxPrefetches()) {
-		return nil
-	}
 	msgs := make([]*backend.Message, 0, len(idx)-i)
 	for _, k := range idx[i:] {
 		msgs = append(msgs, &view[k])
+	}
+	ends := chunkEnds(msgs, needTree)
+	chunks := len(ends)
+	if chunks < 2 || !s.srv.cache.startLoading(maxPrefetches()) {
+		return nil
 	}
 	p := &infoPrefetch{
 		cache:  s.srv.cache,
 		base:   i,
 		slots:  make([]infoSlot, len(msgs)),
+		ends:   ends,
 		loaded: make([]chan struct{}, chunks),
 		tokens: make(chan struct{}, chunks),
 		stop:   make(chan struct{}),
@@ -92,8 +102,11 @@ func (s *session) startPrefetch(view []backend.Message, idx []int, i int, needTr
 				if k >= chunks {
 					return
 				}
-				end := min((k+1)*prefetchChunk, len(msgs))
-				for i := k * prefetchChunk; i < end; i++ {
+				start := 0
+				if k > 0 {
+					start = ends[k-1]
+				}
+				for i := start; i < ends[k]; i++ {
 					select {
 					case <-p.stop:
 						return
@@ -108,16 +121,44 @@ func (s *session) startPrefetch(view []backend.Message, idx []int, i int, needTr
 	return p
 }
 
+// chunkEnds splits msgs into the chunks the workers take: prefetchChunk
+// messages each, or with needTree prefetchTreeChunk and at most about
+// prefetchTreeBytes of messages whose size is known.
+func chunkEnds(msgs []*backend.Message, needTree bool) []int {
+	limit, bytes := prefetchChunk, int64(0)
+	if needTree {
+		limit = prefetchTreeChunk
+	}
+	var ends []int
+	start := 0
+	for i, m := range msgs {
+		bytes += max(m.Size, 0)
+		if i+1-start == limit || needTree && bytes >= prefetchTreeBytes {
+			ends = append(ends, i+1)
+			start, bytes = i+1, 0
+		}
+	}
+	if start < len(msgs) {
+		ends = append(ends, len(msgs))
+	}
+	return ends
+}
+
+// chunkOf returns the chunk of slot i.
+func (p *infoPrefetch) chunkOf(i int) int {
+	return sort.SearchInts(p.ends, i+1)
+}
+
 // get waits for the msgInfo of the FETCH's message i (from base on).
 func (p *infoPrefetch) get(i int) *infoSlot {
 	i -= p.base
-	<-p.loaded[i/prefetchChunk]
+	<-p.loaded[p.chunkOf(i)]
 	return &p.slots[i]
 }
 
 // done tells the workers that the writer is past message i.
 func (p *infoPrefetch) done(i int) {
-	if (i-p.base+1)%prefetchChunk == 0 {
+	if i -= p.base; i+1 == p.ends[p.chunkOf(i)] {
 		select {
 		case p.tokens <- struct{}{}:
 		default: // every chunk is taken already

@@ -181,3 +181,63 @@ func TestFetchManyEnvelopesTLS(t *testing.T) {
 		check(t, c)
 	})
 }
+
+// A FETCH BODYSTRUCTURE over many messages, some of them large, loads
+// them ahead in small chunks: every answer is the one a FETCH of that
+// message alone gives, and a message whose file is gone is left out with
+// NO [EXPUNGEISSUED].
+func TestFetchManyBodyStructures(t *testing.T) {
+	const n = 40
+	ts := newTestServer(t, func(o *imapd.Options) {
+		closeAtEnd(t, o.Store)
+		o.CacheBytes = -1 // every FETCH reads the files
+	})
+	for i := range n {
+		msg := fmt.Sprintf("From: s%d@example.org\nSubject: message %d\n\nbody %d\n", i, i, i)
+		if i%3 == 0 {
+			msg = fmt.Sprintf("From: s%d@example.org\nSubject: message %d\nMIME-Version: 1.0\n"+
+				"Content-Type: multipart/mixed; boundary=b%d\n\n--b%d\nContent-Type: text/plain\n\nbody %d\n"+
+				"--b%d\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\n%s--b%d--\n",
+				i, i, i, i, i, i, strings.Repeat("QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODkwMTIzNDU2Nzg5MDEy\n", i*500), i)
+		}
+		ts.deliver(t, "alice", "", msg)
+	}
+	r := ts.raw(t)
+	r.login("alice", alicePass)
+	r.cmd("SELECT INBOX")
+	structures := func(lines []string) map[int]string {
+		got := map[int]string{}
+		for _, l := range lines[:len(lines)-1] {
+			var seq int
+			if _, err := fmt.Sscanf(l, "* %d FETCH", &seq); err == nil {
+				got[seq] = l
+			}
+		}
+		return got
+	}
+	all := r.cmd("FETCH 1:* (BODYSTRUCTURE)")
+	if l := last(all); !strings.Contains(l, "OK") {
+		t.Fatalf("FETCH 1:* (BODYSTRUCTURE): %s", l)
+	}
+	many := structures(all)
+	for seq := 1; seq <= n; seq++ {
+		one := structures(r.cmd(fmt.Sprintf("FETCH %d (BODYSTRUCTURE)", seq)))
+		if many[seq] == "" || many[seq] != one[seq] {
+			t.Fatalf("message %d:\nwith the others %s\n          alone %s", seq, many[seq], one[seq])
+		}
+		if want := (seq-1)%3 == 0; strings.Contains(many[seq], `"mixed"`) != want {
+			t.Errorf("message %d: multipart %v: %s", seq, want, many[seq])
+		}
+	}
+	removeMessageFile(t, ts, "alice", "body 20\n")
+	lines := r.cmd("FETCH 1:* (BODYSTRUCTURE)")
+	if l := last(lines); !strings.Contains(l, "NO [EXPUNGEISSUED]") {
+		t.Errorf("FETCH with message 21's file gone: %s", l)
+	}
+	got := structures(lines)
+	for seq := 1; seq <= n; seq++ {
+		if _, ok := got[seq]; ok == (seq == 21) || ok && got[seq] != many[seq] {
+			t.Errorf("message %d: sent %v: %s", seq, ok, got[seq])
+		}
+	}
+}
