@@ -235,6 +235,12 @@ func (p *mimeParser) finish(pt *part, lfStart int64) {
 		if pt.bodyOff > pt.end { // a header-only entity gives the CRLF up too
 			pt.bodyOff = pt.end
 		}
+		if pt.msg != nil {
+			// An enclosed message too short to give the CRLF up itself
+			// (empty, as in a digest part with no blank line) ends
+			// where this part now ends.
+			clampPart(pt.msg, pt.end)
+		}
 		if lfs > 0 {
 			lfs--
 		}
@@ -246,6 +252,20 @@ func (p *mimeParser) finish(pt *part, lfStart int64) {
 	pt.lines = lfs
 	if !endsWithLF {
 		pt.lines++
+	}
+}
+
+// clampPart moves every offset of pt and its parts beyond end to end.
+func clampPart(pt *part, end int64) {
+	pt.hdrOff, pt.bodyOff, pt.end = min(pt.hdrOff, end), min(pt.bodyOff, end), min(pt.end, end)
+	if pt.end == pt.bodyOff {
+		pt.lines = 0
+	}
+	for _, c := range pt.children {
+		clampPart(c, end)
+	}
+	if pt.msg != nil {
+		clampPart(pt.msg, end)
 	}
 }
 

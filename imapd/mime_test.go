@@ -45,3 +45,20 @@ func BenchmarkParseMessage8MB(b *testing.B) {
 		}
 	}
 }
+
+// A digest part whose header has no blank line encloses an empty message
+// that ends where the part does, not in the CRLF its delimiter takes.
+func TestParseDigestPartWithoutBody(t *testing.T) {
+	msg := "Content-Type: multipart/digest; boundary=d\r\n\r\n--d\r\nX: 0\r\n--d--\r\n"
+	root, err := parseMessage(strings.NewReader(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkTree(t, root, 0, int64(len(msg)))
+	if len(root.children) != 1 || root.children[0].msg == nil {
+		t.Fatalf("want one message/rfc822 part, got %+v", root.children)
+	}
+	if c := root.children[0]; msg[c.hdrOff:c.end] != "X: 0" || c.msg.end != c.end {
+		t.Errorf("part %q, enclosed message [%d,%d,%d] in [%d,%d]", msg[c.hdrOff:c.end], c.msg.hdrOff, c.msg.bodyOff, c.msg.end, c.hdrOff, c.end)
+	}
+}
