@@ -235,10 +235,14 @@ func (p *mimeParser) finish(pt *part, lfStart int64) {
 		if pt.bodyOff > pt.end { // a header-only entity gives the CRLF up too
 			pt.bodyOff = pt.end
 		}
+		// A last part or enclosed message too short to give the CRLF
+		// up itself (empty, as a digest part with no blank line
+		// encloses, or a multipart's first part cut by an enclosing
+		// delimiter) ends where this part now ends.
+		for _, c := range pt.children {
+			clampPart(c, pt.end)
+		}
 		if pt.msg != nil {
-			// An enclosed message too short to give the CRLF up itself
-			// (empty, as in a digest part with no blank line) ends
-			// where this part now ends.
 			clampPart(pt.msg, pt.end)
 		}
 		if lfs > 0 {

@@ -62,3 +62,19 @@ func TestParseDigestPartWithoutBody(t *testing.T) {
 		t.Errorf("part %q, enclosed message [%d,%d,%d] in [%d,%d]", msg[c.hdrOff:c.end], c.msg.hdrOff, c.msg.bodyOff, c.msg.end, c.hdrOff, c.end)
 	}
 }
+
+// An empty first part of a nested multipart, cut short by the enclosing
+// multipart's delimiter, lies within its parent.
+func TestParseNestedMultipartCutShort(t *testing.T) {
+	msg := "Content-Type: multipart/mixed; boundary=outer\r\n\r\n--outer\r\n" +
+		"Content-Type: multipart/mixed; boundary=inner\r\n\r\n--inner\r\n--outer--\r\n"
+	root, err := parseMessage(strings.NewReader(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkTree(t, root, 0, int64(len(msg)))
+	inner := root.children[0]
+	if len(inner.children) != 1 || !strings.HasSuffix(msg[:inner.end], "--inner") || inner.children[0].end != inner.end {
+		t.Errorf("inner multipart %q with %d parts", msg[inner.hdrOff:inner.end], len(inner.children))
+	}
+}
