@@ -125,17 +125,17 @@ func (s *session) startPrefetch(view []backend.Message, idx []int, i int, needTr
 // messages each, or with needTree prefetchTreeChunk and at most about
 // prefetchTreeBytes of messages whose size is known.
 func chunkEnds(msgs []*backend.Message, needTree bool) []int {
-	limit, bytes := prefetchChunk, int64(0)
+	limit, size := prefetchChunk, int64(0)
 	if needTree {
 		limit = prefetchTreeChunk
 	}
 	var ends []int
 	start := 0
 	for i, m := range msgs {
-		bytes += max(m.Size, 0)
-		if i+1-start == limit || needTree && bytes >= prefetchTreeBytes {
+		size += max(m.Size, 0)
+		if i+1-start == limit || needTree && size >= prefetchTreeBytes {
 			ends = append(ends, i+1)
-			start, bytes = i+1, 0
+			start, size = i+1, 0
 		}
 	}
 	if start < len(msgs) {

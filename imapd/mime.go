@@ -232,19 +232,11 @@ func (p *mimeParser) finish(pt *part, lfStart int64) {
 	endsWithLF := p.lastLF
 	if p.atDelimiter() && pt.end-2 >= pt.hdrOff {
 		pt.end -= 2
-		if pt.bodyOff > pt.end { // a header-only entity gives the CRLF up too
-			pt.bodyOff = pt.end
-		}
-		// A last part or enclosed message too short to give the CRLF
-		// up itself (empty, as a digest part with no blank line
-		// encloses, or a multipart's first part cut by an enclosing
-		// delimiter) ends where this part now ends.
-		for _, c := range pt.children {
-			clampPart(c, pt.end)
-		}
-		if pt.msg != nil {
-			clampPart(pt.msg, pt.end)
-		}
+		// A header-only entity gives the CRLF up too, and so does a last
+		// part or enclosed message too short to give it up itself (empty,
+		// as a digest part with no blank line encloses, or a multipart's
+		// first part cut by an enclosing delimiter).
+		clampPart(pt, pt.end)
 		if lfs > 0 {
 			lfs--
 		}
