@@ -305,5 +305,8 @@ func (p *mimeParser) parseMultipart(pt *part, depth int) {
 		p.consume()
 		closed = final
 	}
-	p.skipBody() // epilogue
+	// The epilogue: after the close delimiter only an enclosing
+	// multipart's delimiter ends it, not a repeated one of this one.
+	p.bounds = p.bounds[:own]
+	p.skipBody()
 }

@@ -78,3 +78,17 @@ func TestParseNestedMultipartCutShort(t *testing.T) {
 		t.Errorf("inner multipart %q with %d parts", msg[inner.hdrOff:inner.end], len(inner.children))
 	}
 }
+
+// A delimiter repeated after the close delimiter is epilogue: the
+// message's text runs to its end.
+func TestParseRepeatedCloseDelimiter(t *testing.T) {
+	msg := "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b--\r\n--b--\r\nafter\r\n"
+	root, err := parseMessage(strings.NewReader(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkTree(t, root, 0, int64(len(msg)))
+	if root.end != int64(len(msg)) || len(root.children) != 1 {
+		t.Errorf("root ends at %d of %d, %d parts", root.end, len(msg), len(root.children))
+	}
+}
