@@ -50,11 +50,7 @@ func BenchmarkParseMessage8MB(b *testing.B) {
 // that ends where the part does, not in the CRLF its delimiter takes.
 func TestParseDigestPartWithoutBody(t *testing.T) {
 	msg := "Content-Type: multipart/digest; boundary=d\r\n\r\n--d\r\nX: 0\r\n--d--\r\n"
-	root, err := parseMessage(strings.NewReader(msg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkTree(t, root, 0, int64(len(msg)))
+	root := parseChecked(t, msg)
 	if len(root.children) != 1 || root.children[0].msg == nil {
 		t.Fatalf("want one message/rfc822 part, got %+v", root.children)
 	}
@@ -68,11 +64,7 @@ func TestParseDigestPartWithoutBody(t *testing.T) {
 func TestParseNestedMultipartCutShort(t *testing.T) {
 	msg := "Content-Type: multipart/mixed; boundary=outer\r\n\r\n--outer\r\n" +
 		"Content-Type: multipart/mixed; boundary=inner\r\n\r\n--inner\r\n--outer--\r\n"
-	root, err := parseMessage(strings.NewReader(msg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkTree(t, root, 0, int64(len(msg)))
+	root := parseChecked(t, msg)
 	inner := root.children[0]
 	if len(inner.children) != 1 || !strings.HasSuffix(msg[:inner.end], "--inner") || inner.children[0].end != inner.end {
 		t.Errorf("inner multipart %q with %d parts", msg[inner.hdrOff:inner.end], len(inner.children))
@@ -83,12 +75,20 @@ func TestParseNestedMultipartCutShort(t *testing.T) {
 // message's text runs to its end.
 func TestParseRepeatedCloseDelimiter(t *testing.T) {
 	msg := "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b--\r\n--b--\r\nafter\r\n"
+	root := parseChecked(t, msg)
+	if root.end != int64(len(msg)) || len(root.children) != 1 {
+		t.Errorf("root ends at %d of %d, %d parts", root.end, len(msg), len(root.children))
+	}
+}
+
+// parseChecked parses msg and checks that every part lies within its
+// parent.
+func parseChecked(t *testing.T, msg string) *part {
+	t.Helper()
 	root, err := parseMessage(strings.NewReader(msg))
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkTree(t, root, 0, int64(len(msg)))
-	if root.end != int64(len(msg)) || len(root.children) != 1 {
-		t.Errorf("root ends at %d of %d, %d parts", root.end, len(msg), len(root.children))
-	}
+	return root
 }
