@@ -62,10 +62,9 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, opts *ima
 	var scratch fetchScratch
 	gone := false
 	view, curMsgs := sel.view.Messages(), cur.Messages()
+	it := newFetchItems(opts, ww != nil)
 	// Messages the cache holds are taken from it here; from the first
 	// that it does not, infoPrefetch loads them ahead of the writer.
-	needInfo, needTree := fetchNeeds(opts)
-	needWire := ww != nil && opts.Envelope
 	var pre *infoPrefetch
 	var hit infoSlot
 	for i, k := range idx {
@@ -83,18 +82,18 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, opts *ima
 		// A message has the same key in the view and now, so the view's
 		// names it for the cache.
 		var slot *infoSlot
-		if needInfo && pre == nil {
-			if info := s.cachedInfo(vm, needTree, needWire); info != nil {
+		if it.needInfo && pre == nil {
+			if info := s.cachedInfo(vm, it.needTree, it.needWire); info != nil {
 				hit = infoSlot{info: info}
 				slot = &hit
-			} else if pre = s.startPrefetch(view, idx, i, needTree, needWire); pre != nil {
+			} else if pre = s.startPrefetch(view, idx, i, it.needTree, it.needWire); pre != nil {
 				defer pre.close()
 			}
 		}
 		if pre != nil {
 			slot = pre.get(i)
 		}
-		err := s.fetchOne(w, ww, &scratch, slot, uint32(k+1), vm, m, opts, seen, exists)
+		err := s.fetchOne(w, ww, &scratch, slot, uint32(k+1), vm, m, &it, seen, exists)
 		if pre != nil {
 			pre.done(i)
 		}
@@ -142,13 +141,13 @@ func setsSeen(opts *imap.FetchOptions) bool {
 // caller answers NO [EXPUNGEISSUED], RFC 2180 4.1) instead of being sent
 // with empty or made-up content; an open file stays readable even if
 // another process removes it meanwhile.
-func (s *session) fetchOne(w *imapserver.FetchWriter, ww *wireWriter, scratch *fetchScratch, slot *infoSlot, seq uint32, vm, m *backend.Message, opts *imap.FetchOptions, flagsChanged, exists bool) error {
-	needInfo, needTree := fetchNeeds(opts)
-	if (needInfo || len(opts.BodySection) > 0 || len(opts.BinarySection) > 0) && !exists {
+func (s *session) fetchOne(w *imapserver.FetchWriter, ww *wireWriter, scratch *fetchScratch, slot *infoSlot, seq uint32, vm, m *backend.Message, it *fetchItems, flagsChanged, exists bool) error {
+	opts := it.opts
+	if (it.needInfo || len(opts.BodySection) > 0 || len(opts.BinarySection) > 0) && !exists {
 		return errNeedsContent
 	}
 	size := int64(-1) // m's size, asked for only if an item needs it
-	if fetchNeedsSize(opts) {
+	if it.needSize {
 		if !exists && m.Size < 0 {
 			return errNeedsContent // expunged before it was measured
 		}
@@ -162,12 +161,12 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, ww *wireWriter, scratch *f
 		}
 	}
 	var info *msgInfo
-	if needInfo {
+	if it.needInfo {
 		var err error
 		if slot != nil {
 			info, err = slot.info, slot.err
 		} else {
-			info, err = s.loadInfo(m, needTree, ww != nil && opts.Envelope, scratch)
+			info, err = s.loadInfo(m, it.needTree, it.needWire, scratch)
 		}
 		if err != nil {
 			return err
@@ -267,6 +266,21 @@ type fetchScratch struct {
 	hdr  []byte // header block being read
 	copy []byte // body section being streamed
 	wire []byte // ENVELOPE being encoded for the cache
+}
+
+// fetchItems is a FETCH's items and what they need of each message,
+// worked out once per command.
+type fetchItems struct {
+	opts                                   *imap.FetchOptions
+	needInfo, needTree, needSize, needWire bool
+}
+
+// newFetchItems works out what opts need; wire says wireWriter writes the
+// responses.
+func newFetchItems(opts *imap.FetchOptions, wire bool) fetchItems {
+	it := fetchItems{opts: opts, needSize: fetchNeedsSize(opts), needWire: wire && opts.Envelope}
+	it.needInfo, it.needTree = fetchNeeds(opts)
+	return it
 }
 
 // fetchNeeds says whether a FETCH needs the content-derived msgInfo of
