@@ -138,14 +138,7 @@ type Message struct {
 }
 
 // HasKeyword reports whether the message carries keyword kw (case-insensitive).
-func (m *Message) HasKeyword(kw string) bool {
-	for _, k := range m.Keywords {
-		if equalFold(k, kw) {
-			return true
-		}
-	}
-	return false
-}
+func (m *Message) HasKeyword(kw string) bool { return containsFold(m.Keywords, kw) }
 
 // Snapshot is a consistent, immutable view of a mailbox at one moment.
 //
@@ -236,6 +229,7 @@ func Summarize(msgs []Message) Summary {
 	return sum
 }
 
+// containsFold reports whether list holds s, compared case-insensitively.
 func containsFold(list []string, s string) bool {
 	for _, k := range list {
 		if equalFold(k, s) {
